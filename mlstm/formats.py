@@ -1,0 +1,368 @@
+"""Everything MATLAB-specific about the arguments, resolved once, in one place.
+
+``resolve`` turns the six MATLAB arguments plus a DataFormat into a
+:class:`Problem`: canonical, time-major, contiguous arrays that any engine can
+run, and the recipe (:meth:`Problem.restore`) that puts the engine's outputs
+back into MATLAB's sizes, order and classes. Engines never see a format
+string; nothing here loops over time.
+
+Shapes here are MATLAB sizes: an array's ``.shape`` is read as its MATLAB
+size, so a NumPy ``(C, B, T)`` array with ``DataFormat="CBT"`` is MATLAB's
+C-by-B-by-T array. Works on NumPy arrays and, for the GPU engine, on CuPy
+arrays (through the array's own module).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import MlstmError, MlstmTypeError
+
+ARGUMENT_NAMES = ("X", "H0", "C0", "weights", "recurrentWeights", "bias")
+FORMAT_LABELS = "SCBTU"
+
+# MATLAB class names for the NumPy dtypes a MAT file can hold.
+_MATLAB_CLASS = {
+    "float64": "double",
+    "float32": "single",
+    "int8": "int8",
+    "int16": "int16",
+    "int32": "int32",
+    "int64": "int64",
+    "uint8": "uint8",
+    "uint16": "uint16",
+    "uint32": "uint32",
+    "uint64": "uint64",
+    "bool": "logical",
+    "complex64": "complex single",
+    "complex128": "complex double",
+}
+
+
+def matlab_class(a: Any) -> str:
+    """MATLAB's name for the class of ``a`` (``double``, ``single``, ``char``, ``cell``, ...)."""
+    if _is_sparse(a):
+        return "sparse"
+    dtype = getattr(a, "dtype", None)
+    if dtype is None:
+        a = np.asarray(a)
+        dtype = a.dtype
+    if dtype.kind in "US":
+        return "char"
+    if dtype.kind == "O":
+        return "cell"
+    if dtype.kind == "V":
+        return "struct"
+    return _MATLAB_CLASS.get(dtype.name, dtype.name)
+
+
+def matlab_size(shape: tuple[int, ...]) -> str:
+    """MATLAB's way of writing a size: at least two dimensions, trailing singletons dropped."""
+    dims = list(_drop_trailing_singletons(shape))
+    while len(dims) < 2:
+        dims.append(1)
+    return "x".join(str(d) for d in dims)
+
+
+def _drop_trailing_singletons(shape: tuple[int, ...]) -> tuple[int, ...]:
+    dims = list(shape)
+    while dims and dims[-1] == 1:
+        dims.pop()
+    return tuple(dims)
+
+
+def _is_sparse(a: Any) -> bool:
+    return type(a).__module__.startswith(("scipy.sparse", "cupyx.scipy.sparse"))
+
+
+def array_module(a: Any) -> Any:
+    """NumPy, or CuPy for a CuPy array (imported only when such an array is seen)."""
+    if type(a).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def check_class(name: str, a: Any) -> Any:
+    """Return ``a`` as an array if it is single or double, else raise MlstmTypeError."""
+    if _is_sparse(a):
+        raise MlstmTypeError("expected a full single or double array, found a sparse array", name)
+    if isinstance(a, (str, bytes)):
+        raise MlstmTypeError(f"expected a single or double array, found char {a!r}", name)
+    if not hasattr(a, "dtype"):
+        try:
+            a = np.asarray(a)
+        except Exception as exc:  # ragged lists and the like
+            raise MlstmTypeError(f"expected a single or double array, found {type(a).__name__}", name) from exc
+    if a.dtype.name not in ("float32", "float64"):
+        raise MlstmTypeError(f"expected a single or double array, found {matlab_class(a)}", name)
+    return a
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """A parsed DataFormat, fitted to an array's size.
+
+    ``labels`` has one letter per dimension (the format's own length, at least
+    the array's number of dimensions); ``sizes`` the matching sizes.
+    """
+
+    labels: str
+    sizes: tuple[int, ...]
+
+    def axis(self, label: str) -> int | None:
+        return self.labels.index(label) if label in self.labels else None
+
+    def size(self, label: str) -> int:
+        axis = self.axis(label)
+        return 1 if axis is None else self.sizes[axis]
+
+
+def parse_data_format(data_format: str, shape: tuple[int, ...], argument: str = "X") -> DataFormat:
+    """Check ``data_format`` against an array of MATLAB size ``shape``."""
+    if not isinstance(data_format, str):
+        raise MlstmError(
+            f"expected a character vector or string scalar, found {type(data_format).__name__}", "DataFormat"
+        )
+    labels = data_format.strip().upper()
+    if not labels:
+        raise MlstmError("expected a format such as 'CBT', found an empty format", "DataFormat")
+    bad = sorted({ch for ch in labels if ch not in FORMAT_LABELS})
+    if bad:
+        raise MlstmError(
+            f"expected only the labels S, C, B, T, U in {data_format!r}, found {', '.join(repr(b) for b in bad)}",
+            "DataFormat",
+        )
+    for once in "CBT":
+        if labels.count(once) > 1:
+            raise MlstmError(f"label {once!r} may appear at most once, found {data_format!r}", "DataFormat")
+    if "T" not in labels:
+        raise MlstmError(f"expected a time dimension 'T' in the format, found {data_format!r}", "DataFormat")
+    dims = _drop_trailing_singletons(tuple(int(d) for d in shape))
+    if len(labels) < len(dims):
+        raise MlstmError(
+            f"format {data_format!r} labels {len(labels)} dimension(s) but {argument} has {len(dims)} "
+            f"(size {matlab_size(shape)})",
+            "DataFormat",
+        )
+    sizes = dims + (1,) * (len(labels) - len(dims))
+    for axis, (label, size) in enumerate(zip(labels, sizes)):
+        if label == "U" and size != 1:
+            raise MlstmError(
+                f"'U' dimensions must be singleton, found size {size} in dimension {axis + 1} of {argument} "
+                f"(size {matlab_size(shape)}, format {data_format!r})",
+                "DataFormat",
+            )
+    return DataFormat(labels, sizes)
+
+
+def output_format(fmt: DataFormat) -> str:
+    """The format of Y: the input's labels minus S, with C first if the input had none."""
+    labels = "".join(label for label in fmt.labels if label != "S")
+    return labels if "C" in labels else "C" + labels
+
+
+def _state_columns(name: str, a: Any) -> tuple[int, int | None]:
+    """(H, N) of an initial state: N is None for one state used for every observation."""
+    dims = _drop_trailing_singletons(tuple(a.shape))
+    if len(dims) == 0:
+        return 1, None
+    if len(dims) == 1:
+        return dims[0], None
+    if len(dims) == 2:
+        return dims[0], dims[1]
+    raise MlstmError(f"expected an H-by-1 or H-by-B matrix, found size {matlab_size(a.shape)}", name)
+
+
+def _matrix_dims(a: Any) -> tuple[int, ...]:
+    dims = _drop_trailing_singletons(tuple(a.shape))
+    return dims + (1,) * (2 - len(dims)) if len(dims) < 2 else dims
+
+
+@dataclass
+class Problem:
+    """Canonical arrays for an engine, and how to give its results back.
+
+    Shapes (compute class ``dtype``, C-contiguous):
+      x (T, B, InputSize); hidden_state, cell_state (B, H);
+      weights (4H, InputSize); recurrent_weights (4H, H); bias (4H,).
+    Gate blocks are in MATLAB's order: input, forget, cell candidate, output.
+    """
+
+    x: Any
+    hidden_state: Any
+    cell_state: Any
+    weights: Any
+    recurrent_weights: Any
+    bias: Any
+    gate_activation: str
+    state_activation: str
+    dtype: np.dtype
+    y_format: str
+    y_class: np.dtype
+    hidden_class: np.dtype
+    cell_class: np.dtype
+    _y_labels: str  # labels of Y, one per output dimension
+    _y_sizes: tuple[int, ...]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.recurrent_weights.shape[1]
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def num_steps(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def input_size(self) -> int:
+        return self.x.shape[2]
+
+    def restore_y(self, y: Any) -> Any:
+        """Canonical (T, B, H) -> Y in the input's dimension order and class."""
+        steps, batch, hidden = y.shape
+        present = [label for label in self._y_labels if label in "CBT"]
+        canonical = {"T": 0, "B": 1, "C": 2}
+        if "B" not in present:
+            y = y.reshape(steps, hidden)
+            canonical = {"T": 0, "C": 1}
+        y = y.transpose([canonical[label] for label in present])
+        # MATLAB drops trailing singleton dimensions (a C-by-B-by-1 Y is C-by-B).
+        sizes = _drop_trailing_singletons(self._y_sizes)
+        sizes = sizes + (1,) * (2 - len(sizes)) if len(sizes) < 2 else sizes
+        y = y.reshape(sizes)
+        return y.astype(self.y_class, copy=False)
+
+    def restore_state(self, state: Any, dtype: np.dtype) -> Any:
+        """Canonical (B, H) -> MATLAB's H-by-B."""
+        return state.T.astype(dtype, copy=False)
+
+    def restore(self, y: Any, hidden_state: Any, cell_state: Any) -> tuple[Any, Any, Any]:
+        return (
+            self.restore_y(y),
+            self.restore_state(hidden_state, self.hidden_class),
+            self.restore_state(cell_state, self.cell_class),
+        )
+
+
+def compute_class(*arrays: Any) -> np.dtype:
+    """MATLAB's mixed-class rule: single if any input is single, else double."""
+    return np.dtype(np.float32) if any(a.dtype == np.float32 for a in arrays) else np.dtype(np.float64)
+
+
+def canonical_x(X: Any, fmt: DataFormat, dtype: np.dtype) -> Any:
+    """X as a C-contiguous (T, B, InputSize) array of class ``dtype``, in at most one copy.
+
+    S and C are merged column-major: element (s1, s2, ..., c) is feature
+    s1 + S1*(s2 + S2*(... + c)), i.e. C-order axes (c, ..., s2, s1).
+    """
+    xp = array_module(X)
+    arr = X.reshape(fmt.sizes)
+    labels = fmt.labels
+    for missing in "CB":
+        if missing not in labels:
+            arr = arr.reshape(arr.shape + (1,))
+            labels += missing
+    spatial = [axis for axis, label in enumerate(labels) if label == "S"]
+    unspecified = [axis for axis, label in enumerate(labels) if label == "U"]  # all singleton
+    order = [labels.index("T"), labels.index("B")] + unspecified + [labels.index("C")] + spatial[::-1]
+    arr = arr.transpose(order)
+    steps, batch = arr.shape[0], arr.shape[1]
+    input_size = int(np.prod(arr.shape[2:], dtype=np.int64))
+    if arr.dtype == dtype and arr.flags.c_contiguous:
+        return arr.reshape(steps, batch, input_size)
+    out = xp.empty((steps, batch, input_size), dtype=dtype)
+    xp.copyto(out.reshape(arr.shape), arr, casting="same_kind")
+    return out
+
+
+def resolve(
+    X: Any,
+    H0: Any,
+    C0: Any,
+    weights: Any,
+    recurrentWeights: Any,
+    bias: Any,
+    data_format: str | None,
+    gate_activation: str = "sigmoid",
+    state_activation: str = "tanh",
+) -> Problem:
+    """Check the six MATLAB arguments and build the canonical :class:`Problem`."""
+    args = [check_class(name, a) for name, a in zip(ARGUMENT_NAMES, (X, H0, C0, weights, recurrentWeights, bias))]
+    X, H0, C0, weights, recurrentWeights, bias = args
+    if data_format is None:
+        raise MlstmError(
+            "X is not a formatted dlarray, so the DataFormat option is required (for example DataFormat=CBT)",
+            "DataFormat",
+        )
+    fmt = parse_data_format(data_format, tuple(X.shape))
+    batch = fmt.size("B")
+    input_size = fmt.size("C") * int(np.prod([s for s, lab in zip(fmt.sizes, fmt.labels) if lab == "S"], dtype=np.int64))
+
+    hidden, h_cols = _state_columns("H0", H0)
+    c_hidden, c_cols = _state_columns("C0", C0)
+    if c_hidden != hidden:
+        raise MlstmError(
+            f"expected {hidden} rows (the number of hidden units, from the first dimension of H0), "
+            f"found size {matlab_size(C0.shape)}",
+            "C0",
+        )
+    for name, a, cols in (("H0", H0, h_cols), ("C0", C0, c_cols)):
+        if cols is not None and cols != batch:
+            raise MlstmError(
+                f"expected size {hidden}x1 or {hidden}x{batch} (H-by-1 or H-by-B, B = {batch} from X), "
+                f"found {matlab_size(a.shape)}",
+                name,
+            )
+
+    gates = 4 * hidden
+    expected = {
+        "weights": ((gates, input_size), f"4H-by-InputSize = {gates}x{input_size} (H = {hidden} from H0, "
+                    f"InputSize = {input_size} from X)"),
+        "recurrentWeights": ((gates, hidden), f"4H-by-H = {gates}x{hidden} (H = {hidden} from H0)"),
+    }
+    for name, a in (("weights", weights), ("recurrentWeights", recurrentWeights)):
+        want, text = expected[name]
+        if _matrix_dims(a) != want:
+            raise MlstmError(f"expected size {text}, found {matlab_size(a.shape)}", name)
+    bias_dims = _drop_trailing_singletons(tuple(bias.shape))
+    if bias_dims not in ((gates,), (1, gates)):
+        raise MlstmError(
+            f"expected a vector of length 4H = {gates} ({gates}x1 or 1x{gates}, H = {hidden} from H0), "
+            f"found size {matlab_size(bias.shape)}",
+            "bias",
+        )
+
+    dtype = compute_class(*args)
+    xp = array_module(X)
+
+    def state(a: Any) -> Any:
+        cols = a.reshape(hidden, -1).T  # (1 or B, H)
+        return xp.ascontiguousarray(xp.broadcast_to(cols.astype(dtype, copy=False), (batch, hidden)))
+
+    y_labels = output_format(fmt)
+    size_of = {"C": hidden, "B": batch, "T": fmt.size("T"), "U": 1}
+    return Problem(
+        x=canonical_x(X, fmt, dtype),
+        hidden_state=state(H0),
+        cell_state=state(C0),
+        weights=xp.ascontiguousarray(weights.reshape(gates, input_size), dtype=dtype),
+        recurrent_weights=xp.ascontiguousarray(recurrentWeights.reshape(gates, hidden), dtype=dtype),
+        bias=xp.ascontiguousarray(bias.reshape(gates), dtype=dtype),
+        gate_activation=gate_activation,
+        state_activation=state_activation,
+        dtype=dtype,
+        y_format=y_labels,
+        y_class=X.dtype,
+        hidden_class=H0.dtype,
+        cell_class=C0.dtype,
+        _y_labels=y_labels,
+        _y_sizes=tuple(size_of[label] for label in y_labels),
+    )

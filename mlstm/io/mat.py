@@ -1,0 +1,111 @@
+"""MAT v4, v6 and v7 files through scipy.io (read and write)."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from ..formats import matlab_class
+from . import MatrixFile, VariableInfo
+
+
+def looks_like_mat4(head: bytes) -> bool:
+    """A plausible MAT v4 matrix header: type MOPT, rows, cols, imagf, name length."""
+    if len(head) < 20:
+        return False
+    for endian, machine in (("<", 0), (">", 1)):
+        mopt, rows, cols, imagf, namelen = struct.unpack(endian + "5i", head[:20])
+        m, o, p, t = mopt // 1000, (mopt // 100) % 10, (mopt // 10) % 10, mopt % 10
+        if (
+            0 <= mopt < 5000
+            and m == machine
+            and o == 0
+            and p <= 5
+            and t <= 2
+            and rows >= 0
+            and cols >= 0
+            and imagf in (0, 1)
+            and 1 <= namelen <= 4096
+        ):
+            return True
+    return False
+
+
+def _describe(value: Any) -> str | None:
+    """Why a loaded value can't be used as data, or None if it is an ordinary array."""
+    cls = type(value).__name__
+    if cls == "MatlabFunction":
+        return "a function handle"
+    if cls == "MatlabOpaque":
+        return "a MATLAB object (for example a string or a table); save it as a numeric array or char"
+    if cls == "MatlabObject":
+        return "a MATLAB class object"
+    return None
+
+
+class MatFile(MatrixFile):
+    """A MAT v4/v6/v7 file, loaded with ``scipy.io.loadmat`` one variable at a time."""
+
+    def __init__(self, label: str, source: Any, kind: str):
+        super().__init__(label)
+        self.kind = {"mat4": "MAT v4", "mat5": "MAT v5/v7"}[kind]
+        self._source = source
+        self._cache: dict[str, Any] = {}
+        try:
+            import scipy.io
+
+            self._whos = scipy.io.whosmat(self._rewind(), appendmat=False, chars_as_strings=False)
+        except Exception as exc:
+            raise self.error(f"cannot read this {self.kind} file ({type(exc).__name__}: {exc})") from None
+
+    def _rewind(self) -> Any:
+        if hasattr(self._source, "seek"):
+            self._source.seek(0)
+        return self._source
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self._whos]
+
+    def info(self) -> list[VariableInfo]:
+        return [VariableInfo(name, tuple(shape), cls) for name, shape, cls in self._whos]
+
+    def read(self, name: str) -> Any:
+        if name not in self._cache:
+            self._cache[name] = self._load(name)
+        return self._cache[name]
+
+    def _load(self, name: str) -> Any:
+        import scipy.io
+
+        if name not in self.names():
+            raise self.error(f"no such variable (the file has {', '.join(self.names()) or 'no variables'})", name)
+        try:
+            loaded = scipy.io.loadmat(
+                self._rewind(), variable_names=[name], appendmat=False, squeeze_me=False, chars_as_strings=True
+            )
+        except Exception as exc:
+            raise self.error(f"cannot read this {self.kind} file ({type(exc).__name__}: {exc})", name) from None
+        if name not in loaded:
+            raise self.error("the variable could not be read (damaged file?)", name)
+        value = loaded[name]
+        problem = _describe(value)
+        if problem:
+            raise self.error(f"holds {problem}", name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "U":
+            # chars_as_strings gives one string per row; a char row vector is one string.
+            return "\n".join(str(row) for row in value.ravel())
+        return value
+
+
+def write_mat(path: str, variables: dict[str, Any], hdf5_order: str = "numpy") -> None:
+    """MAT v7 (compressed v5 container), readable by MATLAB and Octave."""
+    import scipy.io
+
+    for name, value in variables.items():
+        if not isinstance(value, str):
+            cls = matlab_class(value)
+            if cls not in ("double", "single"):
+                raise ValueError(f"refusing to write {name} of class {cls}")  # pragma: no cover - internal
+    scipy.io.savemat(path, variables, do_compression=True, format="5", oned_as="column")

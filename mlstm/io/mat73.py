@@ -1,0 +1,171 @@
+"""MAT v7.3: HDF5 with MATLAB's conventions (read and write).
+
+Conventions followed (as MATLAB writes them): a 512-byte user block holding
+the MAT header; every variable a root dataset with a ``MATLAB_class``
+attribute; dimensions stored reversed (HDF5 sees MATLAB's column-major data as
+a row-major array of the reversed size); char as uint16 with
+``MATLAB_int_decode = 2``; logical as uint8 with ``MATLAB_int_decode = 1``;
+empty arrays as their size vector with ``MATLAB_empty = 1``; the HDF5
+library's default (earliest) file format, since MATLAB's ``load`` rejects the
+newer superblock.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from . import MatrixFile, VariableInfo
+from .hdf5 import _h5py, _storage_options
+
+_NUMERIC = {
+    "double": np.float64,
+    "single": np.float32,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+    "logical": np.bool_,
+    "char": np.uint16,
+}
+_UNSUPPORTED = {
+    "cell": "a cell array",
+    "struct": "a struct",
+    "function_handle": "a function handle",
+    "string": "a MATLAB string object; save it as char instead",
+}
+_SKIP = ("#refs#", "#subsystem#")
+
+
+def _attr_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    if isinstance(value, np.ndarray):
+        return _attr_text(value.ravel()[0]) if value.size else ""
+    return str(value)
+
+
+class Mat73File(MatrixFile):
+    kind = "MAT v7.3"
+
+    def __init__(self, label: str, handle: Any):
+        super().__init__(label)
+        self._file = handle
+
+    def close(self) -> None:
+        self._file.close()
+
+    def names(self) -> list[str]:
+        return [name for name in self._file.keys() if name not in _SKIP]
+
+    def _class(self, obj: Any) -> str:
+        if "MATLAB_sparse" in obj.attrs:
+            return "sparse"
+        if "MATLAB_object_decode" in obj.attrs:
+            return _attr_text(obj.attrs.get("MATLAB_class", b"object")) or "object"
+        cls = obj.attrs.get("MATLAB_class")
+        if cls is None:
+            return "struct" if isinstance(obj, _h5py().Group) else "unknown"
+        return _attr_text(cls)
+
+    def _is_empty(self, obj: Any) -> bool:
+        return bool(np.asarray(obj.attrs.get("MATLAB_empty", 0)).ravel()[0]) if "MATLAB_empty" in obj.attrs else False
+
+    def info(self) -> list[VariableInfo]:
+        out = []
+        h5py = _h5py()
+        for name in self.names():
+            obj = self._file[name]
+            cls = self._class(obj)
+            if isinstance(obj, h5py.Dataset):
+                if self._is_empty(obj):
+                    size = tuple(int(d) for d in np.asarray(obj[()]).ravel())
+                else:
+                    size = tuple(reversed(obj.shape))
+            else:
+                size = (1, 1)
+            if obj.dtype.names if isinstance(obj, h5py.Dataset) else False:
+                cls = f"complex {cls}"
+            out.append(VariableInfo(name, size, cls))
+        return out
+
+    def dataset(self, name: str) -> Any:
+        """The h5py dataset of a numeric variable (for streaming reads); shape is reversed."""
+        if name not in self.names():
+            shown = ", ".join(self.names()) or "no variables"
+            raise self.error(f"no such variable (the file has {shown})", name)
+        obj = self._file[name]
+        cls = self._class(obj)
+        if cls in _UNSUPPORTED or cls == "sparse" or cls not in _NUMERIC or not isinstance(obj, _h5py().Dataset):
+            what = _UNSUPPORTED.get(cls, "a sparse matrix" if cls == "sparse" else f"MATLAB class {cls!r}")
+            raise self.error(f"holds {what}, expected a numeric array", name)
+        if obj.dtype.names is not None:
+            raise self.error(f"holds complex {cls} data, expected a real numeric array", name)
+        return obj
+
+    def read(self, name: str) -> Any:
+        obj = self.dataset(name)
+        cls = self._class(obj)
+        dtype = _NUMERIC[cls]
+        try:
+            if self._is_empty(obj):
+                size = tuple(int(d) for d in np.asarray(obj[()]).ravel())
+                data = np.zeros(size, dtype=dtype)
+            else:
+                # h5py returns the reversed-size row-major array; .T is MATLAB's array, no copy.
+                data = np.asarray(obj[()]).T
+        except Exception as exc:
+            raise self.error(f"cannot read the variable ({type(exc).__name__}: {exc})", name) from None
+        if cls == "char":
+            return "".join(chr(c) for c in data.astype(np.uint16).T.ravel())
+        return data.astype(dtype, copy=False)
+
+
+def header(now: float | None = None) -> bytes:
+    """The 128 bytes MATLAB puts at the start of a v7.3 file's 512-byte user block."""
+    stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(now))
+    text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {stamp} HDF5 schema 1.00 ."
+    raw = text.encode("ascii").ljust(116, b" ")[:116]
+    # 8 bytes of subsystem offset (none), version 0x0200, endian indicator 'IM'.
+    return raw + b"\0" * 8 + b"\x00\x02" + b"IM"
+
+
+def write_mat73(path: str, variables: dict[str, Any], hdf5_order: str = "numpy") -> None:
+    """Write MATLAB-loadable MAT v7.3."""
+    h5py = _h5py()
+    # Default libver ('earliest'): MATLAB's load rejects the newer superblock versions.
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, value in variables.items():
+            _write_variable(f, name, value)
+    with open(path, "r+b") as fh:
+        fh.write(header().ljust(512, b"\0"))
+
+
+def _write_variable(f: Any, name: str, value: Any) -> None:
+    if isinstance(value, str):
+        codes = np.array([ord(ch) for ch in value], dtype=np.uint16)
+        size = (1, codes.size)
+        if codes.size == 0:
+            ds = f.create_dataset(name, data=np.array([0, 0], dtype=np.uint64))
+            ds.attrs.create("MATLAB_empty", np.uint8(1))
+        else:
+            ds = f.create_dataset(name, data=codes.reshape(size[::-1]))
+        ds.attrs.create("MATLAB_class", np.bytes_("char"))
+        ds.attrs.create("MATLAB_int_decode", np.int32(2))
+        return
+    data = np.asarray(value)
+    cls = {"float64": "double", "float32": "single"}[data.dtype.name]
+    size = data.shape + (1,) * max(0, 2 - data.ndim)
+    if data.size == 0:
+        ds = f.create_dataset(name, data=np.array(size, dtype=np.uint64))
+        ds.attrs.create("MATLAB_empty", np.uint8(1))
+    else:
+        stored = np.ascontiguousarray(data.reshape(size).T)
+        ds = f.create_dataset(name, data=stored, **_storage_options(stored))
+    ds.attrs.create("MATLAB_class", np.bytes_(cls))
