@@ -140,8 +140,7 @@ class Inputs:
             value = holder.read(option)
             if not isinstance(value, str):
                 raise MlstmError(
-                    f"{holder.label}: variable {option!r}: expected a char vector such as 'CBT', "
-                    f"found a numeric array"
+                    f"{holder.label}: variable {option!r}: expected a char vector such as 'CBT', found a numeric array"
                 )
             pairs.append((option, value))
         return pairs

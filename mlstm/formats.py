@@ -304,7 +304,9 @@ def resolve(
         )
     fmt = parse_data_format(data_format, tuple(X.shape))
     batch = fmt.size("B")
-    input_size = fmt.size("C") * int(np.prod([s for s, lab in zip(fmt.sizes, fmt.labels) if lab == "S"], dtype=np.int64))
+    input_size = fmt.size("C") * int(
+        np.prod([s for s, lab in zip(fmt.sizes, fmt.labels) if lab == "S"], dtype=np.int64)
+    )
 
     hidden, h_cols = _state_columns("H0", H0)
     c_hidden, c_cols = _state_columns("C0", C0)
@@ -324,8 +326,10 @@ def resolve(
 
     gates = 4 * hidden
     expected = {
-        "weights": ((gates, input_size), f"4H-by-InputSize = {gates}x{input_size} (H = {hidden} from H0, "
-                    f"InputSize = {input_size} from X)"),
+        "weights": (
+            (gates, input_size),
+            f"4H-by-InputSize = {gates}x{input_size} (H = {hidden} from H0, InputSize = {input_size} from X)",
+        ),
         "recurrentWeights": ((gates, hidden), f"4H-by-H = {gates}x{hidden} (H = {hidden} from H0)"),
     }
     for name, a in (("weights", weights), ("recurrentWeights", recurrentWeights)):

@@ -42,9 +42,7 @@ def resolve_name(name: str) -> str:
     if not matches:
         raise MlstmError(f"unknown name-value option {name!r}; valid names are {valid}")
     if len(matches) > 1:
-        raise MlstmError(
-            f"ambiguous name-value option {name!r} matches {', '.join(matches)}; valid names are {valid}"
-        )
+        raise MlstmError(f"ambiguous name-value option {name!r} matches {', '.join(matches)}; valid names are {valid}")
     return matches[0]
 
 

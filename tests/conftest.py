@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -6,7 +7,41 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def run_mlstm(*args, input=None, cwd=None, env=None, check=None):
+    """Run ``python -m mlstm ARGS`` as a real subprocess; returns CompletedProcess (bytes stdout, text stderr)."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlstm", *map(str, args)],
+        input=input,
+        capture_output=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=300,
+    )
+    proc.stderr = proc.stderr.decode("utf-8", "replace")
+    if check is not None:
+        assert proc.returncode == check, proc.stderr
+    return proc
+
+
+def assert_one_line_error(proc, *fragments):
+    """Exit 2, exactly one stderr line starting 'Error:', containing every fragment, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

@@ -124,8 +124,14 @@ def test_s_flattening_input_size_in_message(rng):
     "opts,match",
     [
         ({"Foo": "x"}, r"unknown name-value option 'Foo'; valid names are DataFormat, StateActivationFunction"),
-        ({"StateActivationFunction": "sigmoid"}, r"StateActivationFunction: expected one of 'tanh', 'softsign', 'relu', found 'sigmoid'"),
-        ({"GateActivationFunction": "tanh"}, r"GateActivationFunction: expected one of 'sigmoid', 'hard-sigmoid', found 'tanh'"),
+        (
+            {"StateActivationFunction": "sigmoid"},
+            r"StateActivationFunction: expected one of 'tanh', 'softsign', 'relu', found 'sigmoid'",
+        ),
+        (
+            {"GateActivationFunction": "tanh"},
+            r"GateActivationFunction: expected one of 'sigmoid', 'hard-sigmoid', found 'tanh'",
+        ),
         ({"DataFormat": 3}, r"DataFormat: expected a character vector or string scalar, found int"),
     ],
 )

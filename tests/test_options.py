@@ -42,7 +42,9 @@ def test_ambiguous_prefix_lists_matches(monkeypatch):
 
 
 def test_unknown_name_lists_valid():
-    with pytest.raises(MlstmError, match=r"valid names are DataFormat, StateActivationFunction, GateActivationFunction"):
+    with pytest.raises(
+        MlstmError, match=r"valid names are DataFormat, StateActivationFunction, GateActivationFunction"
+    ):
         resolve_name("Format")
 
 
