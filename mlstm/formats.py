@@ -59,12 +59,15 @@ def matlab_class(a: Any) -> str:
     return _MATLAB_CLASS.get(dtype.name, dtype.name)
 
 
+def matlab_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The size MATLAB reports for ``shape``: trailing singletons dropped, at least two dimensions."""
+    dims = _drop_trailing_singletons(tuple(int(d) for d in shape))
+    return dims + (1,) * (2 - len(dims)) if len(dims) < 2 else dims
+
+
 def matlab_size(shape: tuple[int, ...]) -> str:
-    """MATLAB's way of writing a size: at least two dimensions, trailing singletons dropped."""
-    dims = list(_drop_trailing_singletons(shape))
-    while len(dims) < 2:
-        dims.append(1)
-    return "x".join(str(d) for d in dims)
+    """MATLAB's way of writing a size, e.g. ``3x4x5``."""
+    return "x".join(str(d) for d in matlab_shape(shape))
 
 
 def _drop_trailing_singletons(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -178,11 +181,6 @@ def _state_columns(name: str, a: Any) -> tuple[int, int | None]:
     raise MlstmError(f"expected an H-by-1 or H-by-B matrix, found size {matlab_size(a.shape)}", name)
 
 
-def _matrix_dims(a: Any) -> tuple[int, ...]:
-    dims = _drop_trailing_singletons(tuple(a.shape))
-    return dims + (1,) * (2 - len(dims)) if len(dims) < 2 else dims
-
-
 @dataclass
 class Problem:
     """Canonical arrays for an engine, and how to give its results back.
@@ -235,9 +233,7 @@ class Problem:
             canonical = {"T": 0, "C": 1}
         y = y.transpose([canonical[label] for label in present])
         # MATLAB drops trailing singleton dimensions (a C-by-B-by-1 Y is C-by-B).
-        sizes = _drop_trailing_singletons(self._y_sizes)
-        sizes = sizes + (1,) * (2 - len(sizes)) if len(sizes) < 2 else sizes
-        y = y.reshape(sizes)
+        y = y.reshape(matlab_shape(self._y_sizes))
         return y.astype(self.y_class, copy=False)
 
     def restore_state(self, state: Any, dtype: np.dtype) -> Any:
@@ -334,7 +330,7 @@ def resolve(
     }
     for name, a in (("weights", weights), ("recurrentWeights", recurrentWeights)):
         want, text = expected[name]
-        if _matrix_dims(a) != want:
+        if matlab_shape(a.shape) != want:
             raise MlstmError(f"expected size {text}, found {matlab_size(a.shape)}", name)
     bias_dims = _drop_trailing_singletons(tuple(bias.shape))
     if bias_dims not in ((gates,), (1, gates)):

@@ -201,7 +201,7 @@ def test_missing_variable_lists_what_was_found(tmp_path, problem, existing_outpu
     [
         (b"", ["empty file"]),
         (b"hello, this is plain text and no matrix file at all\n" * 20, ["expected a MAT or HDF5 file"]),
-        (None, ["cannot read"]),  # a truncated MAT file
+        (None, ["damaged or truncated"]),  # a truncated MAT file
     ],
 )
 def test_corrupt_and_foreign_files(tmp_path, infile, existing_output, content, fragments):

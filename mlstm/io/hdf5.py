@@ -22,7 +22,9 @@ def open_hdf5(label: str, source: Any, kind: str, hdf5_order: str) -> MatrixFile
         handle = h5py.File(source, "r")
     except Exception as exc:
         what = "MAT v7.3" if kind == "mat73" else "HDF5"
-        raise MlstmError(f"{label}: cannot open this {what} file ({type(exc).__name__}: {exc})") from None
+        raise MlstmError(
+            f"{label}: expected a readable {what} file, found a damaged or truncated one ({type(exc).__name__}: {exc})"
+        ) from None
     if kind == "mat73":
         from .mat73 import Mat73File
 
@@ -131,7 +133,9 @@ def write_hdf5(path: str, variables: dict[str, Any], hdf5_order: str = "numpy") 
     with h5py.File(path, "w") as f:
         for name, value in variables.items():
             if isinstance(value, str):
-                f.create_dataset(name, data=value, dtype=h5py.string_dtype("utf-8"))
+                # Fixed-length ASCII, not h5py's default variable-length string: MATLAB's h5read returns
+                # it as char (a vlen string comes back as a cell) and Octave's load can read it.
+                f.create_dataset(name, data=np.bytes_(value.encode("ascii", "replace")))
                 continue
             data = np.asarray(value)
             if hdf5_order == "matlab":

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..formats import matlab_class
+from ..formats import matlab_class, matlab_shape
 from . import MatrixFile, VariableInfo
 
 
@@ -58,7 +58,11 @@ class MatFile(MatrixFile):
 
             self._whos = scipy.io.whosmat(self._rewind(), appendmat=False, chars_as_strings=False)
         except Exception as exc:
-            raise self.error(f"cannot read this {self.kind} file ({type(exc).__name__}: {exc})") from None
+            raise self.error(
+                f"expected a readable {self.kind} file, found a damaged or truncated one ({type(exc).__name__}: {exc})"
+            ) from None
+
+        self._classes = {name: cls for name, _, cls in self._whos}
 
     def _rewind(self) -> Any:
         if hasattr(self._source, "seek"):
@@ -86,13 +90,20 @@ class MatFile(MatrixFile):
                 self._rewind(), variable_names=[name], appendmat=False, squeeze_me=False, chars_as_strings=True
             )
         except Exception as exc:
-            raise self.error(f"cannot read this {self.kind} file ({type(exc).__name__}: {exc})", name) from None
+            raise self.error(
+                f"expected a readable {self.kind} variable, "
+                f"found damaged or truncated data ({type(exc).__name__}: {exc})",
+                name,
+            ) from None
         if name not in loaded:
             raise self.error("the variable could not be read (damaged file?)", name)
         value = loaded[name]
         problem = _describe(value)
         if problem:
             raise self.error(f"holds {problem}", name)
+        if self._classes.get(name) == "logical":
+            # scipy gives MATLAB's logical as uint8; keep its class so the error names it.
+            return value.astype(np.bool_)
         if isinstance(value, np.ndarray) and value.dtype.kind == "U":
             # chars_as_strings gives one string per row; a char row vector is one string.
             return "\n".join(str(row) for row in value.ravel())
@@ -108,4 +119,5 @@ def write_mat(path: str, variables: dict[str, Any], hdf5_order: str = "numpy") -
             cls = matlab_class(value)
             if cls not in ("double", "single"):
                 raise ValueError(f"refusing to write {name} of class {cls}")  # pragma: no cover - internal
-    scipy.io.savemat(path, variables, do_compression=True, format="5", oned_as="column")
+    shaped = {k: v if isinstance(v, str) else np.reshape(v, matlab_shape(np.shape(v))) for k, v in variables.items()}
+    scipy.io.savemat(path, shaped, do_compression=True, format="5", oned_as="column")

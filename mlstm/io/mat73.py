@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..formats import matlab_shape
 from . import MatrixFile, VariableInfo
 from .hdf5 import _h5py, _storage_options
 
@@ -161,7 +162,7 @@ def _write_variable(f: Any, name: str, value: Any) -> None:
         return
     data = np.asarray(value)
     cls = {"float64": "double", "float32": "single"}[data.dtype.name]
-    size = data.shape + (1,) * max(0, 2 - data.ndim)
+    size = matlab_shape(data.shape)
     if data.size == 0:
         ds = f.create_dataset(name, data=np.array(size, dtype=np.uint64))
         ds.attrs.create("MATLAB_empty", np.uint8(1))
