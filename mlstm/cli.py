@@ -145,6 +145,17 @@ class Inputs:
             pairs.append((option, value))
         return pairs
 
+    def compute(self, mapping: dict[str, str], pairs: list[tuple[str, str]], engine: str) -> Any:
+        """Read the six arguments and the options, and run lstm; errors name the file and variable."""
+        from .api import compute
+
+        options = parse_options(self.option_variables(pairs))
+        arguments = self.read_arguments(mapping)
+        try:
+            return compute(*(arguments[r] for r in ARGUMENT_NAMES), options=options, engine=engine)
+        except MlstmError as err:
+            raise self.locate(err) from None
+
     def locate(self, err: MlstmError) -> MlstmError:
         """Put the file and variable in front of an error about a MATLAB argument."""
         if err.argument in self.sources:
@@ -234,7 +245,6 @@ def run(
     StateActivationFunction=tanh|softsign|relu, GateActivationFunction=sigmoid|hard-sigmoid
     (case-insensitive; names may be shortened, DataF=CBT). Writes Y, hiddenState, cellState and YFormat.
     """
-    from .api import compute
     from .io import needs_mat73, output_format_for, write_variables
 
     paths, pairs = split_tokens(tokens)
@@ -244,12 +254,7 @@ def run(
     _check_output_path(output)
     started = time.perf_counter()
     with Inputs(paths, hdf5_order.lower()) as inputs:
-        options = parse_options(inputs.option_variables(pairs))
-        arguments = inputs.read_arguments(mapping)
-        try:
-            result = compute(*(arguments[r] for r in ARGUMENT_NAMES), options=options, engine=engine.lower())
-        except MlstmError as err:
-            raise inputs.locate(err) from None
+        result = inputs.compute(mapping, pairs, engine.lower())
     computed = time.perf_counter()
     variables = {"Y": result.Y, "hiddenState": result.hiddenState, "cellState": result.cellState}
     variables = {k: _to_host(v) for k, v in variables.items()}
@@ -294,6 +299,144 @@ def info(path: str, hdf5_order: str, debug: bool) -> None:
         width = max([len(r.name) for r in rows] + [4])
         for r in rows:
             click.echo(f"  {r.name:<{width}}  {matlab_size(r.size):>16}  {r.matlab_class}")
+
+
+def _tolerance_options(f: Any) -> Any:
+    f = click.option("--atol", type=float, default=None, help="Absolute tolerance (default by class).")(f)
+    f = click.option("--rtol", type=float, default=None, help="Relative tolerance (default by class).")(f)
+    return f
+
+
+def _read_outputs(f: Any, required: bool) -> dict[str, Any]:
+    from .compare import COMPARED
+
+    found = {name: f.read(name) for name in COMPARED if f.has(name)}
+    if required and not found:
+        raise MlstmError(
+            f"{f.label}: expected variables {', '.join(COMPARED)}, found {', '.join(f.names()) or 'no variables'}"
+        )
+    return found
+
+
+@cli.command()
+@click.argument("actual_path", metavar="ACTUAL")
+@click.argument("expected_path", metavar="EXPECTED")
+@_tolerance_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--hdf5-order", type=click.Choice(["numpy", "matlab"], case_sensitive=False), default="numpy", show_default=True
+)
+@_debug_option
+def check(
+    actual_path: str,
+    expected_path: str,
+    rtol: float | None,
+    atol: float | None,
+    as_json: bool,
+    hdf5_order: str,
+    debug: bool,
+) -> None:
+    """Compare Y, hiddenState and cellState of ACTUAL with EXPECTED: MATLAB size, class and values.
+
+    Tolerances default by class (double rtol 1e-12 atol 1e-13, single rtol 1e-5 atol 1e-6).
+    Exit status 0 when they agree, 1 on a mismatch, 2 when a file cannot be read.
+    """
+    import json
+
+    from .compare import compare_outputs, format_table
+    from .io import open_matrix_file
+
+    with (
+        open_matrix_file(actual_path, hdf5_order.lower()) as fa,
+        open_matrix_file(expected_path, hdf5_order.lower()) as fe,
+    ):
+        expected = _read_outputs(fe, required=True)
+        actual = _read_outputs(fa, required=False)
+    report = compare_outputs(actual, expected, rtol, atol)
+    if as_json:
+        click.echo(json.dumps(dict(report.to_dict(), actual=actual_path, expected=expected_path), indent=2))
+    else:
+        click.echo(format_table(report))
+        click.echo(f"{'OK' if report.ok else 'MISMATCH'}: {actual_path} vs {expected_path}")
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("tokens", nargs=-1, metavar="FILE... [Name=Value]...")
+@_tolerance_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file, then a summary object.")
+@_apply(_input_options)
+@_debug_option
+def verify(
+    tokens: tuple[str, ...],
+    rtol: float | None,
+    atol: float | None,
+    as_json: bool,
+    var_mappings: tuple[str, ...],
+    hdf5_order: str,
+    engine: str,
+    debug: bool,
+) -> None:
+    """Recompute lstm from the inputs stored in each FILE and compare with the outputs stored beside them.
+
+    Each FILE holds X, H0, C0, weights, recurrentWeights, bias and MATLAB's Y, hiddenState,
+    cellState; options come from Name=Value arguments or char variables DataFormat,
+    StateActivationFunction, GateActivationFunction in the file. One line per file, then a
+    summary. Exit status 0 when every file agrees, 1 when any differs or cannot be checked.
+    """
+    import json
+
+    from .compare import compare_outputs
+
+    paths, pairs = split_tokens(tokens)
+    if not paths:
+        raise MlstmError("expected at least one FILE", "FILE")
+    mapping = parse_var_mappings(var_mappings)
+    parse_options(pairs)
+    counts = {"ok": 0, "differ": 0, "error": 0}
+    for path in paths:
+        record: dict[str, Any] = {"file": path}
+        try:
+            with Inputs([path], hdf5_order.lower()) as inputs:
+                stored = _read_outputs(inputs.files[0], required=True)
+                result = inputs.compute(mapping, pairs, engine.lower())
+            recomputed = {"Y": result.Y, "hiddenState": result.hiddenState, "cellState": result.cellState}
+            # The file's stored outputs are checked against the recomputation.
+            computed_in = "single" if result.problem.dtype.name == "float32" else "double"
+            report = compare_outputs(
+                stored, {k: _to_host(v) for k, v in recomputed.items()}, rtol, atol, compute_class=computed_in
+            )
+            status = "ok" if report.ok else "differ"
+            record.update(status=status, **report.to_dict())
+            worst = max(report.variables, key=lambda v: v.max_rel_error or 0.0, default=None)
+            bad = [v for v in report.variables if not v.ok]
+            if bad:
+                detail = "; ".join(
+                    f"{v.name}: {v.problem}" + (f", worst {v.name}{v.worst}" if v.worst else "") for v in bad
+                )
+            elif worst is not None:
+                detail = f"max rel err {worst.max_rel_error:.3g} ({worst.name})"
+            else:
+                detail = ""
+        except MlstmError as err:
+            status = "error"
+            detail = _one_line(str(err))
+            record.update(status=status, error=detail)
+        counts[status] += 1
+        if as_json:
+            click.echo(json.dumps(record))
+        else:
+            click.echo(f"{ {'ok': 'OK', 'differ': 'DIFFER', 'error': 'ERROR'}[status]:<6} {path}: {detail}")
+    summary = (
+        f"{len(paths)} file(s): {counts['ok']} agree, {counts['differ']} differ, {counts['error']} could not be checked"
+    )
+    if as_json:
+        click.echo(json.dumps({"summary": counts, "files": len(paths)}))
+    else:
+        click.echo(summary)
+    if counts["differ"] or counts["error"]:
+        raise click.exceptions.Exit(1)
 
 
 def _one_line(text: str) -> str:

@@ -107,7 +107,8 @@ class NumpyLSTM:
         h = np.ascontiguousarray(hidden_state, dtype=self.dtype)
         if steps == 0:
             return y, h.copy(), cell
-        z_all = np.matmul(x.reshape(steps * batch, -1), self.input_weights_t)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # NaN/Inf in X are data, not errors
+            z_all = np.matmul(x.reshape(steps * batch, -1), self.input_weights_t)
         z_all += self.bias
         z_all = z_all.reshape(steps, batch, 4 * hidden)
         rec = np.empty((batch, 4 * hidden), dtype=self.dtype)
