@@ -17,8 +17,7 @@ import click
 
 from . import __version__
 from .errors import MlstmError
-from .formats import ARGUMENT_NAMES
-from .options import OPTION_CHOICES, parse_options, split_name_value
+from .options import ARGUMENT_NAMES, OPTION_CHOICES, parse_options, split_name_value
 
 ROLE_LOOKUP = {role.lower(): role for role in ARGUMENT_NAMES}
 OUTPUT_NAMES = ("Y", "hiddenState", "cellState")

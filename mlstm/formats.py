@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from .errors import MlstmError, MlstmTypeError
+from .options import ARGUMENT_NAMES
 
-ARGUMENT_NAMES = ("X", "H0", "C0", "weights", "recurrentWeights", "bias")
 FORMAT_LABELS = "SCBTU"
 
 # MATLAB class names for the NumPy dtypes a MAT file can hold.

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .errors import MlstmError
 
+ARGUMENT_NAMES = ("X", "H0", "C0", "weights", "recurrentWeights", "bias")
 GATE_ACTIVATIONS = ("sigmoid", "hard-sigmoid")
 STATE_ACTIVATIONS = ("tanh", "softsign", "relu")
 

@@ -182,3 +182,15 @@ def test_inputs_are_not_modified(rng):
     lstm(*args, DataFormat="CBT")
     for a, b in zip(args, copies):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_larger_problem_on_the_blas_path(dtype):
+    # B * 4H >= 4096 takes the in-place BLAS gemm path of the NumPy engine.
+    rng = np.random.default_rng(3)
+    X, H0, C0, W, R, b = random_problem(rng, C=6, H=40, B=32, T=4, scale=0.3, dtype=dtype)
+    Y, h, c = lstm(X, H0, C0, W, R, b, DataFormat="CBT")
+    Yr, hr, cr = reference_lstm(X, H0, C0, W, R, b, "CBT")
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    for got, want in ((Y, Yr), (h, hr), (c, cr)):
+        np.testing.assert_allclose(got, want, **tol)

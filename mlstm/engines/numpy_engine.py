@@ -111,16 +111,15 @@ class NumpyLSTM:
             z_all = np.matmul(x.reshape(steps * batch, -1), self.input_weights_t)
         z_all += self.bias
         z_all = z_all.reshape(steps, batch, 4 * hidden)
-        rec = np.empty((batch, 4 * hidden), dtype=self.dtype)
         scratch = np.empty((batch, 3 * hidden), dtype=self.dtype)
         tmp_g = np.empty((batch, hidden), dtype=self.dtype)
         tmp_c = np.empty((batch, hidden), dtype=self.dtype)
-        gate, state, r_t = self.gate, self.state, self.recurrent_weights_t
+        gate, state = self.gate, self.state
+        accumulate = self._recurrent_accumulator(batch, z_all[0], h)
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
             for t in range(steps):
                 z = z_all[t]
-                np.matmul(h, r_t, out=rec)
-                z += rec
+                accumulate(h, z)  # z += h @ R'
                 ifo, g = z[:, : 3 * hidden], z[:, 3 * hidden :]
                 gate(ifo, ifo, scratch)
                 state(g, g, tmp_g)
@@ -131,6 +130,35 @@ class NumpyLSTM:
                 h = y[t]
                 np.multiply(ifo[:, 2 * hidden :], tmp_c, out=h)
         return y, h.copy(), cell
+
+    def _recurrent_accumulator(self, batch: int, z0: np.ndarray, h0: np.ndarray):
+        """``accumulate(h, z)``: z += h @ R' in place.
+
+        For larger problems this is one BLAS gemm with beta=1 writing straight into z (in
+        column-major terms z' = R h' + z', on the same memory), which saves a full pass over z
+        per step (about 15% at B=256, H=64). Tiny problems skip importing scipy.linalg.
+        """
+        r_t = self.recurrent_weights_t
+        if batch * r_t.shape[1] >= 4096:
+            from scipy.linalg import blas
+
+            gemm = blas.sgemm if self.dtype == np.float32 else blas.dgemm
+            r_f = r_t.T  # Fortran-contiguous (4H, H)
+            probe = z0.copy()
+            out = gemm(1.0, r_f, h0.T, beta=1.0, c=probe.T, overwrite_c=1)
+            if np.shares_memory(out, probe):  # the wrapper wrote in place: no hidden copies
+
+                def accumulate(h: np.ndarray, z: np.ndarray) -> None:
+                    gemm(1.0, r_f, h.T, beta=1.0, c=z.T, overwrite_c=1)
+
+                return accumulate
+        rec = np.empty((batch, r_t.shape[1]), dtype=self.dtype)
+
+        def accumulate(h: np.ndarray, z: np.ndarray) -> None:
+            np.matmul(h, r_t, out=rec)
+            z += rec
+
+        return accumulate
 
 
 def prepare(weights, recurrent_weights, bias, gate_activation, state_activation, dtype) -> NumpyLSTM:
