@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,17 @@ def compute(
     bias: Any,
     options: Options,
     engine: str = "numpy",
+    chunk_steps: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    prepared: dict[Any, Any] | None = None,
 ) -> Result:
-    """Run MATLAB's ``lstm`` with resolved :class:`~mlstm.options.Options`."""
+    """Run MATLAB's ``lstm`` with resolved :class:`~mlstm.options.Options`.
+
+    ``chunk_steps`` runs the time loop in blocks of that many steps (the same arithmetic,
+    block by block), calling ``progress(steps_done, steps)`` after each. ``prepared`` caches
+    the engine's prepared weights across calls that share weights, recurrentWeights and bias
+    (as ``mlstm batch`` does), keyed by compute class and activations.
+    """
     backend = get_engine(engine)
     problem = resolve(
         X,
@@ -45,17 +55,48 @@ def compute(
         gate_activation=options.gate_activation,
         state_activation=options.state_activation,
     )
-    runner = backend.prepare(
-        problem.weights,
-        problem.recurrent_weights,
-        problem.bias,
-        problem.gate_activation,
-        problem.state_activation,
-        problem.dtype,
-    )
-    y, hidden, cell = runner.run(problem.x, problem.hidden_state, problem.cell_state)
+    key = (backend.name, problem.dtype.name, problem.gate_activation, problem.state_activation)
+    runner = prepared.get(key) if prepared is not None else None
+    if runner is None:
+        runner = backend.prepare(
+            problem.weights,
+            problem.recurrent_weights,
+            problem.bias,
+            problem.gate_activation,
+            problem.state_activation,
+            problem.dtype,
+        )
+        if prepared is not None:
+            prepared[key] = runner
+    y, hidden, cell = run_in_chunks(runner, problem, chunk_steps, progress)
     Y, hidden_state, cell_state = problem.restore(y, hidden, cell)
     return Result(Y, hidden_state, cell_state, problem.y_format, backend.name, problem)
+
+
+def run_in_chunks(
+    runner: Any, problem: Problem, chunk_steps: int | None, progress: Callable[[int, int], None] | None
+) -> tuple[Any, Any, Any]:
+    """The engine over all of ``problem.x``, ``chunk_steps`` at a time, carrying h and c."""
+    steps = problem.num_steps
+    if not chunk_steps or chunk_steps >= steps:
+        out = runner.run(problem.x, problem.hidden_state, problem.cell_state)
+        if progress:
+            progress(steps, steps)
+        return out
+    y = runner.empty_output(steps, problem.batch_size)
+    hidden, cell = problem.hidden_state, problem.cell_state
+    for start in range(0, steps, chunk_steps):
+        stop = min(start + chunk_steps, steps)
+        _, hidden, cell = runner.run(problem.x[start:stop], hidden, cell, y=y[start:stop])
+        if progress:
+            progress(stop, steps)
+    return y, hidden, cell
+
+
+def auto_chunk_steps(batch: int, input_size: int, hidden: int, itemsize: int, budget: int = 32 << 20) -> int:
+    """Steps per block so that one block's buffers (X, gates, Y) take about ``budget`` bytes."""
+    per_step = batch * (input_size + 5 * hidden) * itemsize
+    return max(1, budget // max(per_step, 1))
 
 
 def lstm(

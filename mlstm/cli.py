@@ -72,8 +72,8 @@ def parse_var_mappings(mappings: tuple[str, ...]) -> dict[str, str]:
 class Inputs:
     """The input files of one command, and where each MATLAB argument comes from."""
 
-    def __init__(self, paths: list[str], hdf5_order: str):
-        from .io import open_matrix_file
+    def __init__(self, paths: list[str], hdf5_order: str, shared: list[Any] | None = None):
+        from . import io
 
         if not paths:
             raise MlstmError("expected at least one INPUT file (or - for standard input)", "INPUT")
@@ -82,14 +82,16 @@ class Inputs:
         self.files = []
         try:
             for path in paths:
-                self.files.append(open_matrix_file(path, hdf5_order))
+                self.files.append(io.open_matrix_file(path, hdf5_order))
         except BaseException:
             self.close()
             raise
+        self.files.extend(shared or [])  # already open, e.g. batch's --weights (not closed here)
+        self._own = len(self.files) - len(shared or [])
         self.sources: dict[str, tuple[Any, str]] = {}  # role -> (file, variable name)
 
     def close(self) -> None:
-        for f in self.files:
+        for f in self.files[: getattr(self, "_own", len(self.files))]:
             f.close()
 
     def __enter__(self) -> Inputs:
@@ -144,14 +146,54 @@ class Inputs:
             pairs.append((option, value))
         return pairs
 
-    def compute(self, mapping: dict[str, str], pairs: list[tuple[str, str]], engine: str) -> Any:
+    def compute(
+        self,
+        mapping: dict[str, str],
+        pairs: list[tuple[str, str]],
+        engine: str,
+        chunk_steps: int | None = None,
+        progress: Any = None,
+        prepared: dict[Any, Any] | None = None,
+    ) -> Any:
         """Read the six arguments and the options, and run lstm; errors name the file and variable."""
         from .api import compute
 
         options = parse_options(self.option_variables(pairs))
         arguments = self.read_arguments(mapping)
         try:
-            return compute(*(arguments[r] for r in ARGUMENT_NAMES), options=options, engine=engine)
+            return compute(
+                *(arguments[r] for r in ARGUMENT_NAMES),
+                options=options,
+                engine=engine,
+                chunk_steps=chunk_steps,
+                progress=progress,
+                prepared=prepared,
+            )
+        except MlstmError as err:
+            raise self.locate(err) from None
+
+    def lazy_x(self, mapping: dict[str, str]) -> Any:
+        """X as a :class:`mlstm.io.LazyArray` when its file can be read in slices (HDF5-based), else None."""
+        name = mapping.get("X", "X")
+        return self.find("X", name).lazy(name)
+
+    def stream(
+        self,
+        x: Any,
+        mapping: dict[str, str],
+        pairs: list[tuple[str, str]],
+        output: Any,
+        engine: str,
+        chunk_steps: int | None,
+        progress: Any,
+    ) -> Any:
+        """Run lstm block by block from ``x`` into ``output``; errors name the file and variable."""
+        from .stream import stream_lstm
+
+        options = parse_options(self.option_variables(pairs))
+        arguments = self.read_arguments(mapping, ARGUMENT_NAMES[1:])
+        try:
+            return stream_lstm(x, arguments, options, output, engine, chunk_steps, progress)
         except MlstmError as err:
             raise self.locate(err) from None
 
@@ -174,6 +216,16 @@ def _check_output_path(output: str) -> None:
         raise MlstmError(f"the directory {os.path.dirname(output) or '.'!r} does not exist", f"-o {output}")
     if os.path.isdir(output):
         raise MlstmError("expected a file name, found a directory", f"-o {output}")
+
+
+def _progress_options(f: Any) -> Any:
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress display and no notices.")(f)
+    f = click.option(
+        "--progress",
+        is_flag=True,
+        help="Show progress from the start (by default: on a terminal, once a run takes over 2 s).",
+    )(f)
+    return f
 
 
 def _echo_err(message: str) -> None:
@@ -226,6 +278,15 @@ def _apply(options: list[Any]) -> Any:
     help="Output format (default: from the extension; MAT v7 for -o -).",
 )
 @_apply(_input_options)
+@click.option(
+    "--chunk-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Time steps per block (default: about 32 MB of buffers). With HDF5/MAT v7.3 input and output, "
+    "X is read and Y written one block at a time, so memory does not grow with T.",
+)
+@_progress_options
 @click.option("-v", "--verbose", is_flag=True, help="Print engine, compute class, shapes and timing on stderr.")
 @_debug_option
 def run(
@@ -235,6 +296,9 @@ def run(
     var_mappings: tuple[str, ...],
     hdf5_order: str,
     engine: str,
+    chunk_steps: int | None,
+    progress: bool,
+    quiet: bool,
     verbose: bool,
     debug: bool,
 ) -> None:
@@ -244,28 +308,55 @@ def run(
     StateActivationFunction=tanh|softsign|relu, GateActivationFunction=sigmoid|hard-sigmoid
     (case-insensitive; names may be shortened, DataF=CBT). Writes Y, hiddenState, cellState and YFormat.
     """
-    from .io import needs_mat73, output_format_for, write_variables
+    from .io import AtomicOutput, needs_mat73, output_format_for, write_variables
+    from .progress import Progress
 
     paths, pairs = split_tokens(tokens)
     mapping = parse_var_mappings(var_mappings)
     parse_options(pairs)  # reject bad command-line options before touching any file
     fmt = output_format_for(output, output_format)
     _check_output_path(output)
+    order = hdf5_order.lower()
+    bar = Progress(force=progress, quiet=quiet)
     started = time.perf_counter()
-    with Inputs(paths, hdf5_order.lower()) as inputs:
-        result = inputs.compute(mapping, pairs, engine.lower())
+    with Inputs(paths, order) as inputs:
+        x = inputs.lazy_x(mapping)
+        if x is not None and fmt == "mat" and _too_big_for_mat5(x, inputs, mapping):
+            if not quiet:
+                _echo_err("mlstm: notice: Y will be over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
+            fmt = "mat73"
+        if x is not None and fmt in ("mat73", "hdf5") and 0 not in x.size:
+            from .io.hdf5 import Hdf5Output
+
+            with AtomicOutput(output) as target:
+                with Hdf5Output(target.tmp, fmt, order) as out:
+                    result = inputs.stream(x, mapping, pairs, out, engine.lower(), chunk_steps, bar)
+            bar.close()
+            if verbose:
+                p = result.problem
+                _echo_err(
+                    f"mlstm: engine={result.engine} class={_class_name(p.dtype)} T={result.steps} "
+                    f"B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
+                    f"Y={'x'.join(map(str, result.y_size))} ({result.y_format}) streamed in blocks of "
+                    f"{result.chunk_steps} steps, {1e3 * (time.perf_counter() - started):.1f} ms, "
+                    f"output={output} ({fmt})"
+                )
+            return
+        result = inputs.compute(mapping, pairs, engine.lower(), chunk_steps=chunk_steps, progress=bar)
+    bar.close()
     computed = time.perf_counter()
     variables = {"Y": result.Y, "hiddenState": result.hiddenState, "cellState": result.cellState}
     variables = {k: _to_host(v) for k, v in variables.items()}
     variables["YFormat"] = result.y_format
     if fmt == "mat" and needs_mat73(variables):
-        _echo_err("mlstm: notice: an output is over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
+        if not quiet:
+            _echo_err("mlstm: notice: an output is over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
         fmt = "mat73"
-    write_variables(output, variables, fmt, hdf5_order.lower())
+    write_variables(output, variables, fmt, order)
     if verbose:
         p = result.problem
         _echo_err(
-            f"mlstm: engine={result.engine} class={'single' if p.dtype.name == 'float32' else 'double'} "
+            f"mlstm: engine={result.engine} class={_class_name(p.dtype)} "
             f"T={p.num_steps} B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
             f"Y={'x'.join(map(str, result.Y.shape))} ({result.y_format}) "
             f"compute={1e3 * (computed - started):.1f} ms write={1e3 * (time.perf_counter() - computed):.1f} ms "
@@ -275,6 +366,26 @@ def run(
 
 def _to_host(a: Any) -> Any:
     return a.get() if hasattr(a, "get") and type(a).__module__.startswith("cupy") else a
+
+
+def _class_name(dtype: Any) -> str:
+    return "single" if dtype.name == "float32" else "double"
+
+
+def _too_big_for_mat5(x: Any, inputs: Inputs, mapping: dict[str, str]) -> bool:
+    """Whether Y would pass MAT v7's 2 GB per variable: X's bytes times H / InputSize (from weights)."""
+    from .io import MAT5_VARIABLE_LIMIT
+
+    name = mapping.get("weights", "weights")
+    holder = inputs.find("weights", name, required=False)
+    weights = holder.read(name) if holder is not None else None
+    if getattr(weights, "ndim", 0) != 2 or weights.shape[1] == 0:
+        return False  # the front end reports what is wrong with it
+    elements = 1
+    for d in x.size:
+        elements *= int(d)
+    y_bytes = elements // weights.shape[1] * (weights.shape[0] // 4) * x.dtype.itemsize
+    return y_bytes > MAT5_VARIABLE_LIMIT
 
 
 @cli.command()
@@ -435,6 +546,140 @@ def verify(
     else:
         click.echo(summary)
     if counts["differ"] or counts["error"]:
+        raise click.exceptions.Exit(1)
+
+
+SHARED_ROLES = ("weights", "recurrentWeights", "bias", "H0", "C0")
+
+
+@cli.command()
+@click.argument("tokens", nargs=-1, metavar="INPUTS... [Name=Value]...")
+@click.option("--out-dir", required=True, metavar="DIR", help="Where the outputs go, one per input, same stem.")
+@click.option(
+    "--weights",
+    "weights_path",
+    metavar="FILE",
+    help="File with weights, recurrentWeights, bias (and H0, C0, options when shared), read once for all inputs.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["mat", "mat73", "hdf5"], case_sensitive=False),
+    default="mat",
+    show_default=True,
+    help="Output format (.mat for mat and mat73, .h5 for hdf5).",
+)
+@click.option("--shard", metavar="K/N", help="Run the K-th of N disjoint shares of the sorted inputs (1-based).")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Skip inputs whose output exists.")
+@click.option("--overwrite", is_flag=True, help="Redo inputs whose output exists (same as --no-resume).")
+@click.option("--summary", "summary_path", metavar="FILE.jsonl", help="One JSON object per input: status, shapes, ...")
+@_apply(_input_options)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines (errors still print).")
+@_debug_option
+def batch(
+    tokens: tuple[str, ...],
+    out_dir: str,
+    weights_path: str | None,
+    output_format: str,
+    shard: str | None,
+    resume: bool,
+    overwrite: bool,
+    summary_path: str | None,
+    var_mappings: tuple[str, ...],
+    hdf5_order: str,
+    engine: str,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Run lstm on many INPUTS (files, globs, @list.txt) with one set of weights.
+
+    Each input gives OUT_DIR/<stem>.mat (or .h5). Outputs are written atomically, so an
+    existing output means done: a rerun finishes only the rest. Under a SLURM job array
+    (SLURM_ARRAY_TASK_ID/_COUNT/_MIN) each task takes its own share unless --shard is given.
+    A bad input is reported and skipped. Exit status 0 if every input succeeded, 1 if any
+    failed, 2 for a bad invocation.
+    """
+    import json
+
+    from . import io
+    from .batch import MemoryFile, expand_inputs, parse_shard, plan, select_shard, shard_from_environment
+    from .progress import Progress
+
+    items, pairs = split_tokens(tokens)
+    mapping = parse_var_mappings(var_mappings)
+    parse_options(pairs)
+    fmt = output_format.lower()
+    order = hdf5_order.lower()
+    share = parse_shard(shard) if shard else shard_from_environment(os.environ)
+    jobs = plan(select_shard(expand_inputs(items), share), out_dir, fmt)
+    if not os.path.isdir(out_dir):
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as exc:
+            raise MlstmError(f"cannot create the directory ({exc.strerror or exc})", f"--out-dir {out_dir}") from None
+    shared: list[Any] = []
+    if weights_path:
+        with io.open_matrix_file(weights_path, order) as source:
+            names = [mapping.get(role, role) for role in SHARED_ROLES] + list(OPTION_CHOICES)
+            shared.append(MemoryFile(source, names))
+    from .engines import get_engine
+
+    backend = get_engine(engine.lower())  # a missing GPU is a bad invocation, before any input
+    prepared: dict[Any, Any] | None = {} if weights_path else None
+    summary = open(summary_path, "w") if summary_path else None  # noqa: SIM115 - closed below
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    bar = Progress(total=len(jobs), label="files", quiet=quiet, delay=0.0)
+    try:
+        for done, job in enumerate(jobs, 1):
+            record: dict[str, Any] = {"input": job.input, "output": job.output, "engine": backend.name}
+            started = time.perf_counter()
+            if resume and not overwrite and os.path.exists(job.output):
+                record["status"] = "skipped"
+            else:
+                try:
+                    with Inputs([job.input], order, shared) as inputs:
+                        result = inputs.compute(mapping, pairs, backend.name, prepared=prepared)
+                    variables = {"Y": result.Y, "hiddenState": result.hiddenState, "cellState": result.cellState}
+                    variables = {k: _to_host(v) for k, v in variables.items()}
+                    variables["YFormat"] = result.y_format
+                    out_fmt = "mat73" if fmt == "mat" and io.needs_mat73(variables) else fmt
+                    io.write_variables(job.output, variables, out_fmt, order)
+                    p = result.problem
+                    record.update(
+                        status="ok",
+                        format=out_fmt,
+                        compute_class=_class_name(p.dtype),
+                        T=p.num_steps,
+                        B=p.batch_size,
+                        input_size=p.input_size,
+                        H=p.hidden_size,
+                        Y_size=list(result.Y.shape),
+                        YFormat=result.y_format,
+                    )
+                except MlstmError as err:
+                    message = _one_line(str(err))
+                    if not message.startswith(job.input):
+                        message = f"{job.input}: {message}"
+                    record.update(status="failed", error=message)
+                    _echo_err(f"Error: {message}")
+            record["seconds"] = round(time.perf_counter() - started, 6)
+            counts[record["status"]] += 1
+            if summary:
+                summary.write(json.dumps(record) + "\n")
+                summary.flush()
+            if not quiet and not bar.tty:
+                _echo_err(f"mlstm: {record['status']:<7} {job.input} -> {job.output}")
+            bar(done)
+    finally:
+        bar.close()
+        if summary:
+            summary.close()
+    if not quiet:
+        _echo_err(
+            f"mlstm: {len(jobs)} input(s){f' (shard {share[0]}/{share[1]})' if share else ''}: "
+            f"{counts['ok']} done, {counts['skipped']} skipped (output exists), {counts['failed']} failed"
+        )
+    if counts["failed"]:
         raise click.exceptions.Exit(1)
 
 

@@ -223,8 +223,14 @@ class Problem:
     def input_size(self) -> int:
         return self.x.shape[2]
 
-    def restore_y(self, y: Any) -> Any:
-        """Canonical (T, B, H) -> Y in the input's dimension order and class."""
+    @property
+    def y_sizes(self) -> tuple[int, ...]:
+        """Y's size with one entry per label of ``y_format`` (no singleton dropped)."""
+        return self._y_sizes
+
+    def y_block(self, y: Any) -> Any:
+        """Canonical (t, B, H) -> a block of Y in the input's dimension order, one axis per label of
+        ``y_format``, ``t`` steps long on the T axis (a view where the order allows, compute class)."""
         steps, batch, hidden = y.shape
         present = [label for label in self._y_labels if label in "CBT"]
         canonical = {"T": 0, "B": 1, "C": 2}
@@ -232,9 +238,13 @@ class Problem:
             y = y.reshape(steps, hidden)
             canonical = {"T": 0, "C": 1}
         y = y.transpose([canonical[label] for label in present])
+        return y.reshape([steps if label == "T" else size for label, size in zip(self._y_labels, self._y_sizes)])
+
+    def restore_y(self, y: Any) -> Any:
+        """Canonical (T, B, H) -> Y in the input's dimension order and class, MATLAB's size."""
         # MATLAB drops trailing singleton dimensions (a C-by-B-by-1 Y is C-by-B).
-        y = y.reshape(matlab_shape(self._y_sizes))
-        return y.astype(self.y_class, copy=False)
+        block = self.y_block(y)
+        return block.reshape(matlab_shape(block.shape)).astype(self.y_class, copy=False)
 
     def restore_state(self, state: Any, dtype: np.dtype) -> Any:
         """Canonical (B, H) -> MATLAB's H-by-B."""

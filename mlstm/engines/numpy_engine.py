@@ -92,6 +92,9 @@ class NumpyLSTM:
         self.recurrent_weights_t = np.ascontiguousarray((recurrent_weights[rows].astype(self.dtype) * sign).T)
         self.bias = np.ascontiguousarray(bias[rows].astype(self.dtype) * sign[:, 0])
 
+    def empty_output(self, steps: int, batch: int) -> np.ndarray:
+        return np.empty((steps, batch, self.hidden_size), dtype=self.dtype)
+
     def run(
         self, x: np.ndarray, hidden_state: np.ndarray, cell_state: np.ndarray, y: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -36,6 +36,30 @@ class VariableInfo:
     matlab_class: str
 
 
+class LazyArray:
+    """A single or double HDF5 dataset read slice by slice, in MATLAB's dimension order.
+
+    ``reversed_dims``: the dataset stores MATLAB's column-major array, so h5py's shape is the
+    MATLAB size reversed (MAT v7.3, and plain HDF5 with ``--hdf5-order matlab``).
+    """
+
+    def __init__(self, dataset: Any, reversed_dims: bool):
+        self.dataset = dataset
+        self.reversed_dims = reversed_dims
+        shape = tuple(int(d) for d in dataset.shape)
+        self.size = tuple(reversed(shape)) if reversed_dims else shape
+        self.dtype = dataset.dtype
+
+    def read(self, axis: int, start: int, stop: int) -> Any:
+        """Elements start:stop along MATLAB dimension ``axis`` (0-based), all of the others."""
+        ndim = len(self.size)
+        index = [slice(None)] * ndim
+        if axis < ndim:
+            index[ndim - 1 - axis if self.reversed_dims else axis] = slice(start, stop)
+        block = self.dataset[tuple(index)]
+        return block.T if self.reversed_dims else block
+
+
 class MatrixFile:
     """Common interface of the readers. ``label`` names the file in messages."""
 
@@ -56,6 +80,10 @@ class MatrixFile:
 
     def has(self, name: str) -> bool:
         return name in self.names()
+
+    def lazy(self, name: str) -> LazyArray | None:
+        """A numeric variable that can be read in slices (HDF5-based files), or None."""
+        return None
 
     def close(self) -> None:
         pass
@@ -165,6 +193,45 @@ def _writer(fmt: str) -> Callable[[str, dict[str, Any], str], None]:
     return write_hdf5
 
 
+class AtomicOutput:
+    """A temporary file beside ``path`` that becomes ``path`` only on :meth:`commit`.
+
+    ``path`` '-' sends the finished file's bytes to stdout instead. Whatever happens before
+    the commit, an existing file at ``path`` is left as it was and the temporary is removed.
+    """
+
+    def __init__(self, path: str, stdout: BinaryIO | None = None):
+        self.path = path
+        self._stdout = stdout
+        directory = os.path.dirname(os.path.abspath(path)) if path != "-" else None
+        fd, self.tmp = tempfile.mkstemp(prefix=".mlstm-", suffix=".tmp", dir=directory)
+        os.close(fd)
+
+    def commit(self) -> None:
+        if self.path == "-":
+            out = self._stdout if self._stdout is not None else sys.stdout.buffer
+            with open(self.tmp, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    out.write(chunk)
+            out.flush()
+        else:
+            atomic_replace(self.tmp, self.path)
+        self.discard()
+
+    def discard(self) -> None:
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+    def __enter__(self) -> AtomicOutput:
+        return self
+
+    def __exit__(self, exc_type: Any, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
 def write_variables(
     path: str,
     variables: dict[str, Any],
@@ -177,22 +244,8 @@ def write_variables(
     ``path`` '-' writes the bytes to stdout once the whole file is complete.
     """
     write = _writer(fmt)
-    directory = os.path.dirname(os.path.abspath(path)) if path != "-" else None
-    fd, tmp = tempfile.mkstemp(prefix=".mlstm-", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp, variables, hdf5_order)
-        if path == "-":
-            out = stdout if stdout is not None else sys.stdout.buffer
-            with open(tmp, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    out.write(chunk)
-            out.flush()
-            return
-        atomic_replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with AtomicOutput(path, stdout) as target:
+        write(target.tmp, variables, hdf5_order)
 
 
 def atomic_replace(tmp: str, path: str) -> None:

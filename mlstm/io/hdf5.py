@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MlstmError
-from . import HDF5_ORDERS, MatrixFile, VariableInfo
+from . import HDF5_ORDERS, LazyArray, MatrixFile, VariableInfo
 
 
 def _h5py() -> Any:
@@ -94,6 +94,12 @@ class Hdf5File(MatrixFile):
             raise self.error(f"no such dataset (the file has {shown})", name)
         return self._file[self._path(name)]
 
+    def lazy(self, name: str) -> LazyArray | None:
+        ds = self.dataset(name)
+        if _hdf5_class(ds) not in ("double", "single"):
+            return None
+        return LazyArray(ds, reversed_dims=self._order == "matlab")
+
     def read(self, name: str) -> Any:
         ds = self.dataset(name)
         cls = _hdf5_class(ds)
@@ -127,24 +133,83 @@ def _hdf5_class(ds: Any) -> str:
     return {"float64": "double", "float32": "single"}.get(dt.name, dt.name)
 
 
+class Hdf5Output:
+    """An HDF5-based output file, MAT v7.3 (``fmt='mat73'``) or plain HDF5, written whole
+    variable by whole variable (:meth:`write`) or, for arrays larger than memory, block by block
+    along one dimension (:meth:`create`). Close it to finish the file (the MAT header goes in
+    the user block last)."""
+
+    def __init__(self, path: str, fmt: str, hdf5_order: str = "numpy"):
+        h5py = _h5py()
+        self.fmt = fmt
+        self.path = path
+        self.reversed_dims = fmt == "mat73" or hdf5_order == "matlab"
+        # Default libver ('earliest'): MATLAB's load rejects the newer superblock versions.
+        self.file = h5py.File(path, "w", **({"userblock_size": 512} if fmt == "mat73" else {}))
+
+    def write(self, name: str, value: Any) -> None:
+        if self.fmt == "mat73":
+            from .mat73 import write_variable
+
+            write_variable(self.file, name, value)
+            return
+        if isinstance(value, str):
+            # Fixed-length ASCII, not h5py's default variable-length string: MATLAB's h5read returns
+            # it as char (a vlen string comes back as a cell) and Octave's load can read it.
+            self.file.create_dataset(name, data=np.bytes_(value.encode("ascii", "replace")))
+            return
+        data = np.asarray(value)
+        if self.reversed_dims:
+            data = data.T
+        self.file.create_dataset(name, data=np.ascontiguousarray(data), **_storage_options(data))
+
+    def create(self, name: str, size: tuple[int, ...], dtype: Any) -> Any:
+        """A dataset of MATLAB size ``size``; returns ``write_block(axis, start, block)`` that stores
+        ``block`` (MATLAB order, full size except along ``axis``) at ``start`` along ``axis``."""
+        stored = tuple(reversed(size)) if self.reversed_dims else tuple(size)
+        nbytes = int(np.prod(stored, dtype=np.int64)) * np.dtype(dtype).itemsize
+        options = _storage_options(np.empty(0), nbytes=nbytes)
+        ds = self.file.create_dataset(name, shape=stored, dtype=dtype, **options)
+        if self.fmt == "mat73":
+            from .mat73 import matlab_class_attribute
+
+            matlab_class_attribute(ds, np.dtype(dtype))
+        ndim = len(stored)
+
+        def write_block(axis: int, start: int, block: Any) -> None:
+            index = [slice(None)] * ndim
+            stop = start + (block.shape[axis] if axis < block.ndim else 1)
+            if axis < ndim:
+                index[ndim - 1 - axis if self.reversed_dims else axis] = slice(start, stop)
+            ds[tuple(index)] = block.T if self.reversed_dims else block
+
+        return write_block
+
+    def close(self) -> None:
+        self.file.close()
+        if self.fmt == "mat73":
+            from .mat73 import header
+
+            with open(self.path, "r+b") as fh:
+                fh.write(header().ljust(512, b"\0"))
+
+    def __enter__(self) -> Hdf5Output:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def write_hdf5(path: str, variables: dict[str, Any], hdf5_order: str = "numpy") -> None:
     """Plain HDF5: one dataset per variable, shape = MATLAB size (reversed for 'matlab' order)."""
-    h5py = _h5py()
-    with h5py.File(path, "w") as f:
+    with Hdf5Output(path, "hdf5", hdf5_order) as out:
         for name, value in variables.items():
-            if isinstance(value, str):
-                # Fixed-length ASCII, not h5py's default variable-length string: MATLAB's h5read returns
-                # it as char (a vlen string comes back as a cell) and Octave's load can read it.
-                f.create_dataset(name, data=np.bytes_(value.encode("ascii", "replace")))
-                continue
-            data = np.asarray(value)
-            if hdf5_order == "matlab":
-                data = data.T
-            f.create_dataset(name, data=np.ascontiguousarray(data), **_storage_options(data))
+            out.write(name, value)
 
 
-def _storage_options(data: np.ndarray) -> dict[str, Any]:
-    """Chunked and compressed storage for large arrays; contiguous for small ones."""
-    if data.nbytes < (1 << 20) or data.size == 0:
+def _storage_options(data: np.ndarray, nbytes: int | None = None) -> dict[str, Any]:
+    """Chunked and compressed storage for large arrays (1 MiB and up); contiguous for small ones."""
+    nbytes = data.nbytes if nbytes is None else nbytes
+    if nbytes < (1 << 20):
         return {}
     return {"chunks": True, "compression": "gzip", "compression_opts": 4, "shuffle": True}

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..formats import matlab_shape
-from . import MatrixFile, VariableInfo
-from .hdf5 import _h5py, _storage_options
+from . import LazyArray, MatrixFile, VariableInfo
+from .hdf5 import Hdf5Output, _h5py, _storage_options
 
 _NUMERIC = {
     "double": np.float64,
@@ -110,6 +110,12 @@ class Mat73File(MatrixFile):
             raise self.error(f"holds complex {cls} data, expected a real numeric array", name)
         return obj
 
+    def lazy(self, name: str) -> LazyArray | None:
+        obj = self.dataset(name)
+        if self._class(obj) not in ("double", "single") or self._is_empty(obj):
+            return None
+        return LazyArray(obj, reversed_dims=True)
+
     def read(self, name: str) -> Any:
         obj = self.dataset(name)
         cls = self._class(obj)
@@ -139,29 +145,28 @@ def header(now: float | None = None) -> bytes:
 
 def write_mat73(path: str, variables: dict[str, Any], hdf5_order: str = "numpy") -> None:
     """Write MATLAB-loadable MAT v7.3."""
-    h5py = _h5py()
-    # Default libver ('earliest'): MATLAB's load rejects the newer superblock versions.
-    with h5py.File(path, "w", userblock_size=512) as f:
+    with Hdf5Output(path, "mat73") as out:
         for name, value in variables.items():
-            _write_variable(f, name, value)
-    with open(path, "r+b") as fh:
-        fh.write(header().ljust(512, b"\0"))
+            out.write(name, value)
 
 
-def _write_variable(f: Any, name: str, value: Any) -> None:
+def matlab_class_attribute(ds: Any, dtype: np.dtype) -> None:
+    ds.attrs.create("MATLAB_class", np.bytes_({"float64": "double", "float32": "single"}[np.dtype(dtype).name]))
+
+
+def write_variable(f: Any, name: str, value: Any) -> None:
+    """One MATLAB variable (single/double array or char) as a root dataset of an open h5py file."""
     if isinstance(value, str):
         codes = np.array([ord(ch) for ch in value], dtype=np.uint16)
-        size = (1, codes.size)
         if codes.size == 0:
             ds = f.create_dataset(name, data=np.array([0, 0], dtype=np.uint64))
             ds.attrs.create("MATLAB_empty", np.uint8(1))
         else:
-            ds = f.create_dataset(name, data=codes.reshape(size[::-1]))
+            ds = f.create_dataset(name, data=codes.reshape(codes.size, 1))  # MATLAB 1xN, reversed
         ds.attrs.create("MATLAB_class", np.bytes_("char"))
         ds.attrs.create("MATLAB_int_decode", np.int32(2))
         return
     data = np.asarray(value)
-    cls = {"float64": "double", "float32": "single"}[data.dtype.name]
     size = matlab_shape(data.shape)
     if data.size == 0:
         ds = f.create_dataset(name, data=np.array(size, dtype=np.uint64))
@@ -169,4 +174,4 @@ def _write_variable(f: Any, name: str, value: Any) -> None:
     else:
         stored = np.ascontiguousarray(data.reshape(size).T)
         ds = f.create_dataset(name, data=stored, **_storage_options(stored))
-    ds.attrs.create("MATLAB_class", np.bytes_(cls))
+    matlab_class_attribute(ds, data.dtype)

@@ -1,0 +1,133 @@
+"""Many inputs, one set of weights: input expansion, deterministic sharding, resumable outputs.
+
+The CLI's ``mlstm batch`` is built from these pieces; they print nothing and exit nothing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import MlstmError
+from .io import MatrixFile, VariableInfo
+
+EXTENSIONS = {"mat": ".mat", "mat73": ".mat", "hdf5": ".h5"}
+
+
+def expand_inputs(items: tuple[str, ...] | list[str]) -> list[str]:
+    """Files, glob patterns and ``@list.txt`` files (one path per line, ``#`` comments) -> sorted,
+    de-duplicated paths. A pattern that matches nothing or a missing list file is an error."""
+    found: list[str] = []
+    for item in items:
+        if item.startswith("@"):
+            list_path = item[1:]
+            try:
+                with open(list_path) as fh:
+                    lines = [line.strip() for line in fh]
+            except OSError as exc:
+                raise MlstmError(f"cannot read the list file ({exc.strerror or exc})", item) from None
+            found.extend(line for line in lines if line and not line.startswith("#"))
+        elif glob.has_magic(item):
+            matches = glob.glob(item)
+            if not matches:
+                raise MlstmError("the pattern matches no file", item)
+            found.extend(matches)
+        else:
+            found.append(item)
+    if not found:
+        raise MlstmError("expected at least one input file, pattern or @list", "INPUTS")
+    return sorted(set(found))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` (1-based) -> (K, N)."""
+    k, sep, n = text.partition("/")
+    try:
+        shard, count = int(k), int(n)
+    except ValueError:
+        shard = count = 0
+    if not sep or count < 1 or not 1 <= shard <= count:
+        raise MlstmError(f"expected K/N with 1 <= K <= N, found {text!r}", "--shard")
+    return shard, count
+
+
+def shard_from_environment(env: Mapping[str, str]) -> tuple[int, int] | None:
+    """(K, N) from a SLURM job array (SLURM_ARRAY_TASK_ID, _COUNT, _MIN), or None outside one."""
+    if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
+        return None
+    try:
+        task = int(env["SLURM_ARRAY_TASK_ID"])
+        count = int(env["SLURM_ARRAY_TASK_COUNT"])
+        first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+    except ValueError:
+        raise MlstmError(
+            "expected integer SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN, found "
+            + ", ".join(
+                f"{k}={env.get(k)!r}" for k in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN")
+            ),
+            "SLURM",
+        ) from None
+    shard = task - first + 1
+    if count < 1 or not 1 <= shard <= count:
+        raise MlstmError(
+            f"task {task} is not one of {count} consecutive array tasks starting at {first}; "
+            "use consecutive array indices (--array=0-N) or give --shard K/N",
+            "SLURM",
+        )
+    return shard, count
+
+
+def select_shard(paths: list[str], shard: tuple[int, int] | None) -> list[str]:
+    """Every N-th path of the sorted list, starting at the K-th: shards are disjoint and cover all."""
+    if shard is None:
+        return paths
+    k, n = shard
+    return [p for i, p in enumerate(paths) if i % n == k - 1]
+
+
+@dataclass(frozen=True)
+class Job:
+    input: str
+    output: str
+
+
+def plan(paths: list[str], out_dir: str, fmt: str) -> list[Job]:
+    """One output per input, named by the input's stem; two inputs with one stem are an error."""
+    jobs: list[Job] = []
+    by_output: dict[str, str] = {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        output = os.path.join(out_dir, stem + EXTENSIONS[fmt])
+        if output in by_output:
+            raise MlstmError(f"{by_output[output]} and {path} would both write {output}; rename one", "INPUTS")
+        by_output[output] = path
+        jobs.append(Job(path, output))
+    return jobs
+
+
+class MemoryFile(MatrixFile):
+    """Variables read once from a file and kept in memory (the shared --weights file)."""
+
+    def __init__(self, source: MatrixFile, names: list[str] | None = None):
+        super().__init__(source.label)
+        self.kind = source.kind
+        wanted = source.names() if names is None else [n for n in names if source.has(n)]
+        self._values = {name: source.read(name) for name in wanted}
+        self._info = [v for v in source.info() if v.name in self._values]
+
+    def names(self) -> list[str]:
+        return list(self._values)
+
+    def has(self, name: str) -> bool:
+        return name in self._values
+
+    def info(self) -> list[VariableInfo]:
+        return self._info
+
+    def read(self, name: str) -> Any:
+        if name not in self._values:
+            raise self.error(f"no such variable (the file has {', '.join(self._values) or 'no variables'})", name)
+        return self._values[name]

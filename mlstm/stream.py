@@ -1,0 +1,107 @@
+"""Streaming over time for sequences larger than memory (HDF5 / MAT v7.3 in and out).
+
+Reads X a block of time steps at a time from its HDF5 dataset, runs the engine on the block
+carrying h and c, and writes that block of Y straight into the output dataset. Memory is
+bounded by the block size, not by T. The arithmetic is the engine's, block by block, as in
+:func:`mlstm.api.run_in_chunks`, so the result equals an in-memory run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .api import auto_chunk_steps
+from .engines import get_engine
+from .errors import MlstmError
+from .formats import Problem, canonical_x, matlab_shape, parse_data_format, resolve
+from .options import ARGUMENT_NAMES, Options
+
+
+@dataclass
+class StreamResult:
+    """What a log needs; Y itself went to the file."""
+
+    problem: Problem
+    engine: str
+    y_size: tuple[int, ...]
+    y_format: str
+    chunk_steps: int
+    steps: int
+
+
+def stream_lstm(
+    x: Any,
+    arguments: dict[str, Any],
+    options: Options,
+    output: Any,
+    engine: str = "numpy",
+    chunk_steps: int | None = None,
+    progress: Any = None,
+) -> StreamResult:
+    """Run lstm on ``x`` (a :class:`mlstm.io.LazyArray`) into ``output`` (a :class:`mlstm.io.hdf5.Hdf5Output`).
+
+    ``arguments`` holds H0, C0, weights, recurrentWeights, bias as arrays. Writes Y,
+    hiddenState, cellState and YFormat. ``progress(steps_done, steps)`` is called after each block.
+    """
+    if options.data_format is None:
+        raise MlstmError(
+            "X is not a formatted dlarray, so the DataFormat option is required (for example DataFormat=CBT)",
+            "DataFormat",
+        )
+    fmt = parse_data_format(options.data_format, x.size)  # errors name X's whole size
+    time_axis = fmt.axis("T")
+    steps = fmt.size("T")
+    backend = get_engine(engine)
+
+    def block(start: int, stop: int) -> Any:
+        return x.read(time_axis, start, stop)
+
+    itemsize = 4 if any(np.dtype(a.dtype) == np.float32 for a in [x, *arguments.values()]) else 8
+    input_size = int(np.prod([s for s, lab in zip(fmt.sizes, fmt.labels) if lab in "SC"], dtype=np.int64))
+    hidden = int(np.shape(arguments["H0"])[0]) if np.ndim(arguments["H0"]) else 1  # checked by resolve below
+    chunk = chunk_steps or auto_chunk_steps(fmt.size("B"), input_size, hidden, itemsize)
+    chunk = max(1, min(chunk, max(steps, 1)))
+
+    # The first block goes through the whole front end: every check on every argument.
+    first = block(0, min(chunk, steps))
+    problem = resolve(
+        first,
+        *(arguments[name] for name in ARGUMENT_NAMES[1:]),
+        options.data_format,
+        gate_activation=options.gate_activation,
+        state_activation=options.state_activation,
+    )
+    runner = backend.prepare(
+        problem.weights,
+        problem.recurrent_weights,
+        problem.bias,
+        problem.gate_activation,
+        problem.state_activation,
+        problem.dtype,
+    )
+    y_labels = problem.y_format
+    full_sizes = tuple(steps if label == "T" else size for label, size in zip(y_labels, problem.y_sizes))
+    y_size = matlab_shape(full_sizes)
+    y_time_axis = y_labels.index("T")
+    write_y = output.create("Y", y_size, problem.y_class)
+    hidden_state, cell_state = problem.hidden_state, problem.cell_state
+    x_block = problem.x
+    for start in range(0, steps, chunk):
+        stop = min(start + chunk, steps)
+        if start > 0:
+            raw = block(start, stop)
+            x_block = canonical_x(raw, parse_data_format(options.data_format, raw.shape), problem.dtype)
+        y, hidden_state, cell_state = runner.run(x_block, hidden_state, cell_state)
+        y_block = problem.y_block(y).astype(problem.y_class, copy=False)
+        if y_block.ndim > len(y_size):  # trailing singleton dimensions MATLAB drops
+            y_block = y_block.reshape(y_block.shape[: len(y_size)])
+        write_y(y_time_axis, start, y_block)
+        if progress:
+            progress(stop, steps)
+    output.write("hiddenState", problem.restore_state(hidden_state, problem.hidden_class))
+    output.write("cellState", problem.restore_state(cell_state, problem.cell_class))
+    output.write("YFormat", y_labels)
+    return StreamResult(problem, backend.name, y_size, y_labels, chunk, steps)
