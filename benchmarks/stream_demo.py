@@ -31,7 +31,7 @@ C, B, T, H = 256, 64, 65536, 32
 def make_input(path: str) -> None:
     rng = np.random.default_rng(0)
     with Hdf5Output(path, "mat73") as out:
-        write_x = out.create("X", (C, B, T), np.float32)
+        write_x = out.create("X", (C, B, T), np.float32, compress=False)  # >= 4 GB on disk
         for start in range(0, T, 2048):
             block = rng.standard_normal((C, B, 2048), dtype=np.float32)
             write_x(2, start, block)
@@ -71,7 +71,9 @@ def main() -> None:
         y_head = g["Y"][:64].T
         Y, _, _ = lstm(x_head, *args, DataFormat="CBT")
         assert np.array_equal(Y, y_head), "first 64 steps differ from an in-memory run"
-        print(f"Y is {g['Y'].shape[::-1]} {g['Y'].attrs['MATLAB_class'].decode()}; first 64 steps equal an in-memory run")
+        print(
+            f"Y is {g['Y'].shape[::-1]} {g['Y'].attrs['MATLAB_class'].decode()}; first 64 steps equal an in-memory run"
+        )
     if not opts.keep:
         shutil.rmtree(opts.dir)
 

@@ -163,12 +163,12 @@ class Hdf5Output:
             data = data.T
         self.file.create_dataset(name, data=np.ascontiguousarray(data), **_storage_options(data))
 
-    def create(self, name: str, size: tuple[int, ...], dtype: Any) -> Any:
+    def create(self, name: str, size: tuple[int, ...], dtype: Any, compress: bool = True) -> Any:
         """A dataset of MATLAB size ``size``; returns ``write_block(axis, start, block)`` that stores
         ``block`` (MATLAB order, full size except along ``axis``) at ``start`` along ``axis``."""
         stored = tuple(reversed(size)) if self.reversed_dims else tuple(size)
         nbytes = int(np.prod(stored, dtype=np.int64)) * np.dtype(dtype).itemsize
-        options = _storage_options(np.empty(0), nbytes=nbytes)
+        options = _storage_options(np.empty(0), nbytes=nbytes) if compress else {}
         ds = self.file.create_dataset(name, shape=stored, dtype=dtype, **options)
         if self.fmt == "mat73":
             from .mat73 import matlab_class_attribute
