@@ -549,6 +549,12 @@ def verify(
         raise click.exceptions.Exit(1)
 
 
+@cli.command("matlab-path")
+def matlab_path() -> None:
+    """Print the folder holding mlstm_lstm.m, for addpath in Octave or MATLAB."""
+    click.echo(os.path.join(os.path.dirname(os.path.abspath(__file__)), "matlab"))
+
+
 SHARED_ROLES = ("weights", "recurrentWeights", "bias", "H0", "C0")
 
 
