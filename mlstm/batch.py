@@ -9,10 +9,8 @@ import glob
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import MlstmError
-from .io import MatrixFile, VariableInfo
 
 EXTENSIONS = {"mat": ".mat", "mat73": ".mat", "hdf5": ".h5"}
 
@@ -106,28 +104,3 @@ def plan(paths: list[str], out_dir: str, fmt: str) -> list[Job]:
         by_output[output] = path
         jobs.append(Job(path, output))
     return jobs
-
-
-class MemoryFile(MatrixFile):
-    """Variables read once from a file and kept in memory (the shared --weights file)."""
-
-    def __init__(self, source: MatrixFile, names: list[str] | None = None):
-        super().__init__(source.label)
-        self.kind = source.kind
-        wanted = source.names() if names is None else [n for n in names if source.has(n)]
-        self._values = {name: source.read(name) for name in wanted}
-        self._info = [v for v in source.info() if v.name in self._values]
-
-    def names(self) -> list[str]:
-        return list(self._values)
-
-    def has(self, name: str) -> bool:
-        return name in self._values
-
-    def info(self) -> list[VariableInfo]:
-        return self._info
-
-    def read(self, name: str) -> Any:
-        if name not in self._values:
-            raise self.error(f"no such variable (the file has {', '.join(self._values) or 'no variables'})", name)
-        return self._values[name]

@@ -232,6 +232,38 @@ def _echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+SHARED_ROLES = ("weights", "recurrentWeights", "bias", "H0", "C0")
+
+
+def _shared_weights(
+    path: str | None, order: str, mapping: dict[str, str], node: str | None, layer: str | None
+) -> list[Any]:
+    """[the --weights file, read once] or []: MATLAB variables, or ONNX/PyTorch/Keras weights converted."""
+    if not path:
+        if node or layer:
+            raise MlstmError(
+                "--node and --layer pick a layer of a --weights file; give --weights FILE", "--node/--layer"
+            )
+        return []
+    from .io import open_weights_file
+
+    names = [mapping.get(role, role) for role in SHARED_ROLES] + list(OPTION_CHOICES)
+    return [open_weights_file(path, order, node, layer, names=names)]
+
+
+def _weights_options(f: Any) -> Any:
+    f = click.option(
+        "--weights",
+        "weights_path",
+        metavar="FILE",
+        help="weights, recurrentWeights, bias (and H0, C0, options) from this file, read once: MAT/HDF5 "
+        "variables, an ONNX model, a PyTorch state dict (safetensors, .npz) or Keras weights (.h5).",
+    )(f)
+    f = click.option("--layer", metavar="K|NAME", help="PyTorch layer index K (*_lK) or Keras layer name.")(f)
+    f = click.option("--node", metavar="NAME", help="ONNX LSTM node name, or PyTorch module prefix.")(f)
+    return f
+
+
 _input_options = [
     click.option(
         "--var",
@@ -286,6 +318,7 @@ def _apply(options: list[Any]) -> Any:
     help="Time steps per block (default: about 32 MB of buffers). With HDF5/MAT v7.3 input and output, "
     "X is read and Y written one block at a time, so memory does not grow with T.",
 )
+@_weights_options
 @_progress_options
 @click.option("-v", "--verbose", is_flag=True, help="Print engine, compute class, shapes and timing on stderr.")
 @_debug_option
@@ -297,6 +330,9 @@ def run(
     hdf5_order: str,
     engine: str,
     chunk_steps: int | None,
+    weights_path: str | None,
+    node: str | None,
+    layer: str | None,
     progress: bool,
     quiet: bool,
     verbose: bool,
@@ -317,9 +353,10 @@ def run(
     fmt = output_format_for(output, output_format)
     _check_output_path(output)
     order = hdf5_order.lower()
+    shared = _shared_weights(weights_path, order, mapping, node, layer)
     bar = Progress(force=progress, quiet=quiet)
     started = time.perf_counter()
-    with Inputs(paths, order) as inputs:
+    with Inputs(paths, order, shared) as inputs:
         x = inputs.lazy_x(mapping)
         if x is not None and fmt == "mat" and _too_big_for_mat5(x, inputs, mapping):
             if not quiet:
@@ -549,24 +586,123 @@ def verify(
         raise click.exceptions.Exit(1)
 
 
+@cli.command()
+@click.argument("source", metavar="IN")
+@click.option("-o", "--output", required=True, metavar="OUT", help="weights.mat / .h5, or model.onnx with --to onnx.")
+@click.option(
+    "--from",
+    "from_kind",
+    type=click.Choice(["onnx", "pytorch", "keras"], case_sensitive=False),
+    default=None,
+    help="What IN is (default: from its content and extension).",
+)
+@click.option(
+    "--to",
+    "to_kind",
+    type=click.Choice(["matlab", "onnx"], case_sensitive=False),
+    default="matlab",
+    show_default=True,
+    help="matlab: MATLAB-layout variables; onnx: a one-node ONNX LSTM from MATLAB-layout weights in IN.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["mat", "mat73", "hdf5"], case_sensitive=False),
+    default=None,
+    help="Output format for --to matlab (default: from the extension).",
+)
+@click.option("--node", metavar="NAME", help="ONNX LSTM node name, or PyTorch module prefix.")
+@click.option("--layer", metavar="K|NAME", help="PyTorch layer index K (*_lK) or Keras layer name.")
+@click.option(
+    "--hdf5-order", type=click.Choice(["numpy", "matlab"], case_sensitive=False), default="numpy", show_default=True
+)
+@_debug_option
+def convert(
+    source: str,
+    output: str,
+    from_kind: str | None,
+    to_kind: str,
+    output_format: str | None,
+    node: str | None,
+    layer: str | None,
+    hdf5_order: str,
+    debug: bool,
+) -> None:
+    """Convert LSTM weights between frameworks and MATLAB's layout.
+
+    \b
+    mlstm convert --from onnx model.onnx -o weights.mat        (also pytorch: .safetensors/.npz, keras: .h5)
+    mlstm convert --to onnx weights.mat -o model.onnx
+
+    MATLAB layout: weights 4H x InputSize, recurrentWeights 4H x H, bias 4H x 1, gates i, f, g, o,
+    plus StateActivationFunction and GateActivationFunction as char variables when the source says.
+    """
+    from .foreign import read_foreign, write_onnx
+    from .io import AtomicOutput, open_weights_file, output_format_for, write_variables
+
+    order = hdf5_order.lower()
+    if to_kind.lower() == "onnx":
+        if from_kind:
+            raise MlstmError("--from describes a foreign source; --to onnx reads MATLAB-layout weights", "--from")
+        _check_output_path(output)
+        weights = open_weights_file(source, order, node, layer)
+        variables: dict[str, Any] = {}
+        for role in ("weights", "recurrentWeights", "bias", "GateActivationFunction", "StateActivationFunction"):
+            if weights.has(role):
+                variables[role] = weights.read(role)
+        missing = [r for r in ("weights", "recurrentWeights", "bias") if r not in variables]
+        if missing:
+            raise MlstmError(
+                f"{source}: expected variables weights, recurrentWeights, bias, missing {', '.join(missing)}"
+            )
+        options = parse_options(
+            [(k, variables.pop(k)) for k in ("GateActivationFunction", "StateActivationFunction") if k in variables]
+        )
+        _check_weight_shapes(source, variables)
+        variables.update(
+            GateActivationFunction=options.gate_activation, StateActivationFunction=options.state_activation
+        )
+        with AtomicOutput(output) as target:
+            write_onnx(target.tmp, variables)
+        return
+    fmt = output_format_for(output, output_format)
+    _check_output_path(output)
+    converted = read_foreign(source, from_kind.lower() if from_kind else None, node, layer, order)
+    if converted is None:
+        raise MlstmError(
+            f"{source}: expected an ONNX model, a PyTorch state dict (safetensors, .npz) or Keras weights (.h5), "
+            "found MATLAB variables (nothing to convert); give --from to force a reader"
+        )
+    write_variables(output, converted, fmt, order)
+
+
+def _check_weight_shapes(source: str, variables: dict[str, Any]) -> None:
+    """weights 4H x In, recurrentWeights 4H x H, bias 4H: the sizes lstm itself would demand."""
+    import numpy as np
+
+    from .formats import check_class, matlab_size
+
+    W, R, b = (check_class(k, variables[k]) for k in ("weights", "recurrentWeights", "bias"))
+    hidden = R.shape[1] if R.ndim == 2 else 0
+    if R.ndim != 2 or R.shape[0] != 4 * hidden or hidden == 0:
+        raise MlstmError(f"{source}: variable 'recurrentWeights': expected size 4H-by-H, found {matlab_size(R.shape)}")
+    if W.ndim != 2 or W.shape[0] != 4 * hidden:
+        raise MlstmError(
+            f"{source}: variable 'weights': expected size {4 * hidden}-by-InputSize, found {matlab_size(W.shape)}"
+        )
+    if np.size(b) != 4 * hidden:
+        raise MlstmError(f"{source}: variable 'bias': expected {4 * hidden} elements, found {matlab_size(np.shape(b))}")
+
+
 @cli.command("matlab-path")
 def matlab_path() -> None:
     """Print the folder holding mlstm_lstm.m, for addpath in Octave or MATLAB."""
     click.echo(os.path.join(os.path.dirname(os.path.abspath(__file__)), "matlab"))
 
 
-SHARED_ROLES = ("weights", "recurrentWeights", "bias", "H0", "C0")
-
-
 @cli.command()
 @click.argument("tokens", nargs=-1, metavar="INPUTS... [Name=Value]...")
 @click.option("--out-dir", required=True, metavar="DIR", help="Where the outputs go, one per input, same stem.")
-@click.option(
-    "--weights",
-    "weights_path",
-    metavar="FILE",
-    help="File with weights, recurrentWeights, bias (and H0, C0, options when shared), read once for all inputs.",
-)
 @click.option(
     "--format",
     "output_format",
@@ -579,6 +715,7 @@ SHARED_ROLES = ("weights", "recurrentWeights", "bias", "H0", "C0")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip inputs whose output exists.")
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose output exists (same as --no-resume).")
 @click.option("--summary", "summary_path", metavar="FILE.jsonl", help="One JSON object per input: status, shapes, ...")
+@_weights_options
 @_apply(_input_options)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines (errors still print).")
 @_debug_option
@@ -591,6 +728,8 @@ def batch(
     resume: bool,
     overwrite: bool,
     summary_path: str | None,
+    node: str | None,
+    layer: str | None,
     var_mappings: tuple[str, ...],
     hdf5_order: str,
     engine: str,
@@ -608,7 +747,7 @@ def batch(
     import json
 
     from . import io
-    from .batch import MemoryFile, expand_inputs, parse_shard, plan, select_shard, shard_from_environment
+    from .batch import expand_inputs, parse_shard, plan, select_shard, shard_from_environment
     from .progress import Progress
 
     items, pairs = split_tokens(tokens)
@@ -623,11 +762,7 @@ def batch(
             os.makedirs(out_dir, exist_ok=True)
         except OSError as exc:
             raise MlstmError(f"cannot create the directory ({exc.strerror or exc})", f"--out-dir {out_dir}") from None
-    shared: list[Any] = []
-    if weights_path:
-        with io.open_matrix_file(weights_path, order) as source:
-            names = [mapping.get(role, role) for role in SHARED_ROLES] + list(OPTION_CHOICES)
-            shared.append(MemoryFile(source, names))
+    shared = _shared_weights(weights_path, order, mapping, node, layer)
     from .engines import get_engine
 
     backend = get_engine(engine.lower())  # a missing GPU is a bad invocation, before any input

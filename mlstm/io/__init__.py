@@ -99,6 +99,62 @@ class MatrixFile:
         return MlstmError(f"{where}: {detail}")
 
 
+class MemoryFile(MatrixFile):
+    """Variables held in memory under a file's name: a shared --weights file read once, or
+    the MATLAB-layout result of reading a foreign (ONNX, PyTorch, Keras) weights file."""
+
+    def __init__(self, label: str, kind: str, values: dict[str, Any]):
+        super().__init__(label)
+        self.kind = kind
+        self._values = dict(values)
+
+    @classmethod
+    def from_file(cls, source: MatrixFile, names: list[str] | None = None) -> MemoryFile:
+        wanted = source.names() if names is None else [n for n in names if source.has(n)]
+        return cls(source.label, source.kind, {name: source.read(name) for name in wanted})
+
+    def names(self) -> list[str]:
+        return list(self._values)
+
+    def has(self, name: str) -> bool:
+        return name in self._values
+
+    def info(self) -> list[VariableInfo]:
+        from ..formats import matlab_class
+
+        out = []
+        for name, value in self._values.items():
+            if isinstance(value, str):
+                out.append(VariableInfo(name, (1, len(value)), "char"))
+            else:
+                out.append(VariableInfo(name, tuple(getattr(value, "shape", ())), matlab_class(value)))
+        return out
+
+    def read(self, name: str) -> Any:
+        if name not in self._values:
+            raise self.error(f"no such variable (the file has {', '.join(self._values) or 'no variables'})", name)
+        return self._values[name]
+
+
+def open_weights_file(
+    path: str,
+    hdf5_order: str = "numpy",
+    node: str | None = None,
+    layer: str | None = None,
+    kind: str | None = None,
+    names: list[str] | None = None,
+) -> MemoryFile:
+    """A weights file read once into memory: MAT/HDF5 variables (``names`` of them), or an ONNX
+    model, PyTorch state dict or Keras weights file converted to MATLAB's layout."""
+    from ..foreign import read_foreign
+
+    foreign = read_foreign(path, kind, node, layer, hdf5_order)
+    if foreign is not None:
+        return MemoryFile(path, "converted weights", foreign)
+    with open_matrix_file(path, hdf5_order) as source:
+        return MemoryFile.from_file(source, names)
+
+
 def _hdf5_offset(head: bytes) -> int | None:
     """Where the HDF5 superblock starts (0, 512, 1024, ...), or None if not HDF5."""
     offset = 0
