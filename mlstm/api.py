@@ -6,8 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .engines import get_engine
-from .formats import Problem, resolve
+from .formats import Problem, array_module, resolve
 from .options import Options, parse_options
 
 
@@ -70,6 +72,9 @@ def compute(
             prepared[key] = runner
     y, hidden, cell = run_in_chunks(runner, problem, chunk_steps, progress)
     Y, hidden_state, cell_state = problem.restore(y, hidden, cell)
+    if backend.name == "cupy" and array_module(problem.x) is np:
+        # NumPy in, NumPy out: the GPU is an implementation detail for the caller.
+        Y, hidden_state, cell_state = (a.get() for a in (Y, hidden_state, cell_state))
     return Result(Y, hidden_state, cell_state, problem.y_format, backend.name, problem)
 
 
