@@ -1,23 +1,35 @@
-"""NumPy engine: the LSTM recurrence over canonical arrays (SPEC §1).
+"""NumPy engine: the LSTM recurrence on the CPU over canonical arrays (SPEC §1).
 
-Per step, with gates stored in the order [i, f, o | g] so that one call covers
-the three gate activations:
+Time is processed in blocks of steps that share one preallocated gate buffer z (about 4 MB),
+so memory traffic and page faults do not grow with T:
 
-    z   = xw[t] + h @ R'          (xw = X W' + b for all steps: one GEMM up front)
-    ifo = σg(z[:, :3H]);  g = σc(z[:, 3H:])
-    c   = f*c + i*g;      h = o*σc(c)  (written straight into Y[t])
+    z[block] = x[block] W' + b        one GEMM per block (NumPy's BLAS, all cores)
+    per step: z_t += h_{t-1} R'       one BLAS gemm with beta=1, in place
+              gates, states, Y[t]     one fused pass
 
-All work happens in preallocated buffers with in-place ufuncs, in the compute
-class (float32 stays float32). For the logistic sigmoid the gate rows of W, R
-and b are negated once up front, so z holds -x and σ(x) = 1/(1+exp(z)) needs no
-negation per step; negation is exact, so this changes no bit of the result.
+The per-step part runs in compiled C (``_cpu_lstm.c``, an optional extension built at install)
+when it is available, and otherwise as the NumPy loop below. Both keep float32 in float32. Set
+MLSTM_PURE_NUMPY=1 to force the NumPy loop.
+
+NumPy loop: gates stored [i, f, o | g] so one call covers the three gate activations; for the
+logistic sigmoid the gate rows of W, R and b are negated once up front, so z holds -x and
+σ(x) = 1/(1+exp(z)) needs no negation per step (negation is exact: no bit of the result changes).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+from functools import lru_cache
+from typing import Any
+
 import numpy as np
 
 name = "numpy"
+BLOCK_BYTES = 4 << 20
+PARALLEL_MIN_CELLS = 4096  # B * H below this: one thread (thread start-up would cost more)
+GATE_CODES = {"sigmoid": 0, "hard-sigmoid": 1}
+STATE_CODES = {"tanh": 0, "softsign": 1, "relu": 2}
 
 
 def _gate_rows(hidden: int) -> np.ndarray:
@@ -61,10 +73,90 @@ GATE_FUNCTIONS = {"sigmoid": _Activation.sigmoid_of_negated, "hard-sigmoid": _Ac
 STATE_FUNCTIONS = {"tanh": _Activation.tanh, "softsign": _Activation.softsign, "relu": _Activation.relu}
 
 
+@lru_cache(maxsize=1)
+def compiled_loop() -> Any:
+    """The compiled step loop with BLAS gemm pointers, or None (not built, or MLSTM_PURE_NUMPY=1)."""
+    if os.environ.get("MLSTM_PURE_NUMPY", "") not in ("", "0"):
+        return None
+    try:
+        from scipy.linalg import cython_blas
+
+        from . import _cpu_lstm
+    except ImportError:
+        return None
+    lib = ctypes.CDLL(_cpu_lstm.__file__)
+    api = ctypes.pythonapi
+    api.PyCapsule_GetName.restype = ctypes.c_char_p
+    api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    loops = {}
+    set_threads = _blas_thread_setter()
+    for dtype, suffix, blas in ((np.float32, "f32", "sgemm"), (np.float64, "f64", "dgemm")):
+        capsule = cython_blas.__pyx_capi__[blas]
+        gemm = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+        serial = getattr(lib, f"mlstm_run_{suffix}")
+        serial.restype = ctypes.c_int
+        serial.argtypes = (
+            [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        )
+        parallel = getattr(lib, f"mlstm_run_parallel_{suffix}")
+        parallel.restype = ctypes.c_int
+        parallel.argtypes = [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
+        loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gemm, set_threads)
+    return loops
+
+
+class CompiledLoop:
+    """The C entry points for one class, with the BLAS gemm they call."""
+
+    def __init__(self, serial: Any, parallel: Any, gemm: int, set_threads: int | None):
+        self.serial, self.parallel, self.gemm, self.set_threads = serial, parallel, gemm, set_threads
+
+
+def _blas_thread_setter() -> int | None:
+    """Address of openblas_set_num_threads_local in the BLAS scipy ships (OpenBLAS >= 0.3.27), or None.
+
+    The batch-parallel loop needs it: each worker thread's BLAS calls must run single-threaded.
+    """
+    import glob
+
+    import scipy
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
+    for path in sorted(glob.glob(os.path.join(root, "scipy.libs", "libscipy_openblas*.so*"))):
+        try:
+            lib = ctypes.CDLL(path)
+            return ctypes.cast(lib.openblas_set_num_threads_local, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype) -> int:
+    """Threads for the batch-parallel loop (1: the serial loop, whose BLAS uses every core itself).
+
+    The split pays where the elementwise work (single-threaded in the serial loop) is a large
+    share: per cell, the gate arithmetic against 8 (InputSize + H) GEMM flops. Measured on the
+    2-core benchmark machine (benchmarks/RESULTS.md): a win at (C, H, B) = (40, 64, 256) in both
+    classes and at (64, 128, 32) in double; a loss at (256, 512, 64), where the GEMMs dominate,
+    and for B * H under 4096, where starting threads costs more. MLSTM_NUM_THREADS overrides.
+    """
+    wanted = os.environ.get("MLSTM_NUM_THREADS")
+    if wanted:
+        return max(1, min(int(wanted), batch))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    gemm_heavy = input_size + hidden > (160 if dtype == np.float32 else 320)
+    if cores < 2 or batch < 16 or batch * hidden < PARALLEL_MIN_CELLS or gemm_heavy:
+        return 1
+    return min(cores, batch // 8)
+
+
 class NumpyLSTM:
     """Weights prepared once; :meth:`run` may be called on consecutive chunks of time.
 
     weights (4H, InputSize), recurrent_weights (4H, H), bias (4H,), MATLAB gate order.
+    ``compiled`` False forces the NumPy loop (the tests run both).
     """
 
     name = name
@@ -77,19 +169,29 @@ class NumpyLSTM:
         gate_activation: str,
         state_activation: str,
         dtype: np.dtype,
+        compiled: bool = True,
     ):
         self.dtype = np.dtype(dtype)
         self.hidden_size = hidden = recurrent_weights.shape[1]
         self.input_size = weights.shape[1]
-        rows = _gate_rows(hidden)
-        sign = np.ones((4 * hidden, 1), dtype=self.dtype)
-        if gate_activation == "sigmoid":
-            sign[: 3 * hidden] = -1
+        loops = compiled_loop() if compiled else None
+        self.loop = loops[self.dtype] if loops else None
+        self.gate_code, self.state_code = GATE_CODES[gate_activation], STATE_CODES[state_activation]
+        if self.loop is not None:  # C keeps MATLAB's gate order and signs
+            rows = np.arange(4 * hidden)
+            sign = np.ones((4 * hidden, 1), dtype=self.dtype)
+        else:
+            rows = _gate_rows(hidden)
+            sign = np.ones((4 * hidden, 1), dtype=self.dtype)
+            if gate_activation == "sigmoid":
+                sign[: 3 * hidden] = -1
         self.gate = GATE_FUNCTIONS[gate_activation]
         self.state = STATE_FUNCTIONS[state_activation]
         # Transposed so the GEMMs are (rows, K) @ (K, 4H) on C-contiguous operands.
         self.input_weights_t = np.ascontiguousarray((weights[rows].astype(self.dtype) * sign).T)
         self.recurrent_weights_t = np.ascontiguousarray((recurrent_weights[rows].astype(self.dtype) * sign).T)
+        self.recurrent_weights = np.ascontiguousarray(self.recurrent_weights_t.T)  # (4H, H), for C
+        self.input_weights = np.ascontiguousarray(self.input_weights_t.T)  # (4H, In), for C
         self.bias = np.ascontiguousarray(bias[rows].astype(self.dtype) * sign[:, 0])
 
     def empty_output(self, steps: int, batch: int) -> np.ndarray:
@@ -105,23 +207,72 @@ class NumpyLSTM:
         steps, batch, _ = x.shape
         hidden = self.hidden_size
         if y is None:
-            y = np.empty((steps, batch, hidden), dtype=self.dtype)
+            y = self.empty_output(steps, batch)
         cell = np.array(cell_state, dtype=self.dtype, copy=True, order="C")
         h = np.ascontiguousarray(hidden_state, dtype=self.dtype)
         if steps == 0:
             return y, h.copy(), cell
-        with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # NaN/Inf in X are data, not errors
-            z_all = np.matmul(x.reshape(steps * batch, -1), self.input_weights_t)
-        z_all += self.bias
-        z_all = z_all.reshape(steps, batch, 4 * hidden)
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        block = max(1, min(steps, BLOCK_BYTES // max(1, batch * 4 * hidden * self.dtype.itemsize)))
+        z_buffer = np.empty((block, batch, 4 * hidden), dtype=self.dtype)
+        if self.loop is not None:
+            loop = self.loop
+            weights = (self.input_weights.ctypes.data, self.bias.ctypes.data, self.recurrent_weights.ctypes.data)
+            states = (h.ctypes.data, cell.ctypes.data, y.ctypes.data)
+            threads = worker_threads(batch, self.input_size, hidden, self.dtype) if loop.set_threads else 1
+            codes = (self.gate_code, self.state_code, loop.gemm)
+            if threads > 1:
+                z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
+                shape = (steps, batch, self.input_size, hidden, x.ctypes.data)
+                if loop.parallel(*shape, *weights, *states, z_rows.ctypes.data, threads, *codes, loop.set_threads) == 0:
+                    return y, y[-1].copy(), cell
+                cell[...] = cell_state  # threads could not start: run serially from the start
+            shape = (steps, batch, self.input_size, hidden, x.ctypes.data)
+            loop.serial(*shape, *weights, *states, z_buffer.ctypes.data, block, *codes)
+            return y, y[-1].copy(), cell
+        input_gemm = self._input_projection(batch)
+        for start in range(0, steps, block):
+            stop = min(start + block, steps)
+            z = z_buffer[: stop - start]
+            with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # NaN/Inf in X are data
+                input_gemm(x[start:stop].reshape(-1, self.input_size), z.reshape(-1, 4 * hidden))
+            h = self._numpy_steps(z, h, cell, y[start:stop])
+        return y, h.copy(), cell
+
+    def _input_projection(self, batch: int):
+        """``project(x_rows, z_rows)``: z = x W' + b. With the same BLAS as the per-step gemm where
+        that one is used (two BLAS copies with two thread pools, alternating, cost up to 2x)."""
+        w_t, bias = self.input_weights_t, self.bias
+        if batch * w_t.shape[1] >= 4096:
+            from scipy.linalg import blas
+
+            gemm = blas.sgemm if self.dtype == np.float32 else blas.dgemm
+
+            def project(x_rows: np.ndarray, z_rows: np.ndarray) -> None:
+                z_rows[...] = bias
+                out = gemm(1.0, w_t.T, x_rows.T, beta=1.0, c=z_rows.T, overwrite_c=1)
+                if not np.shares_memory(out, z_rows):  # pragma: no cover - a wrapper that copied
+                    z_rows[...] = out.T
+
+            return project
+
+        def project(x_rows: np.ndarray, z_rows: np.ndarray) -> None:
+            np.matmul(x_rows, w_t, out=z_rows)
+            z_rows += bias
+
+        return project
+
+    def _numpy_steps(self, z_block: np.ndarray, h: np.ndarray, cell: np.ndarray, y: np.ndarray) -> np.ndarray:
+        steps, batch, _ = z_block.shape
+        hidden = self.hidden_size
         scratch = np.empty((batch, 3 * hidden), dtype=self.dtype)
         tmp_g = np.empty((batch, hidden), dtype=self.dtype)
         tmp_c = np.empty((batch, hidden), dtype=self.dtype)
         gate, state = self.gate, self.state
-        accumulate = self._recurrent_accumulator(batch, z_all[0], h)
+        accumulate = self._recurrent_accumulator(batch, z_block[0], h)
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
             for t in range(steps):
-                z = z_all[t]
+                z = z_block[t]
                 accumulate(h, z)  # z += h @ R'
                 ifo, g = z[:, : 3 * hidden], z[:, 3 * hidden :]
                 gate(ifo, ifo, scratch)
@@ -132,7 +283,7 @@ class NumpyLSTM:
                 state(cell, tmp_c, tmp_g)
                 h = y[t]
                 np.multiply(ifo[:, 2 * hidden :], tmp_c, out=h)
-        return y, h.copy(), cell
+        return h
 
     def _recurrent_accumulator(self, batch: int, z0: np.ndarray, h0: np.ndarray):
         """``accumulate(h, z)``: z += h @ R' in place.
@@ -164,5 +315,5 @@ class NumpyLSTM:
         return accumulate
 
 
-def prepare(weights, recurrent_weights, bias, gate_activation, state_activation, dtype) -> NumpyLSTM:
-    return NumpyLSTM(weights, recurrent_weights, bias, gate_activation, state_activation, dtype)
+def prepare(weights, recurrent_weights, bias, gate_activation, state_activation, dtype, compiled=True) -> NumpyLSTM:
+    return NumpyLSTM(weights, recurrent_weights, bias, gate_activation, state_activation, dtype, compiled)

@@ -1,0 +1,311 @@
+/* Optional compiled time loop for the NumPy engine (mlstm.engines.numpy_engine).
+ *
+ * Per step: one BLAS gemm z_t += h_{t-1} R' (the BLAS scipy ships, passed in as a function
+ * pointer from scipy.linalg.cython_blas), then one fused pass over the cells: four gates, both
+ * activations, the state update, h written straight into Y. Gates in MATLAB's order i, f, g, o.
+ *
+ * The elementwise pass is written to vectorise: exp and tanh are computed branch-free from
+ * their Taylor series after exact range reduction (errors of a few ulp, tested against NumPy),
+ * IEEE special values are blended in explicitly, and GCC's target_clones picks AVX-512, AVX2 or
+ * plain SSE2 code at run time. No -ffast-math: NaN and Inf propagate as SPEC section 1 asks.
+ *
+ * Built by setup.py as an optional extension; when it is missing the engine runs its NumPy loop.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MLSTM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MLSTM_CLONES
+#endif
+
+typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *, const float *,
+                         const float *, const int *, const float *, const int *, const float *, float *, const int *);
+typedef void (*dgemm_fn)(const char *, const char *, const int *, const int *, const int *, const double *,
+                         const double *, const int *, const double *, const int *, const double *, double *,
+                         const int *);
+
+/* ---------------------------------------------------------------- double */
+
+/* exp(x) = 2^k e^r with k = round(x / ln 2), |r| <= ln2 / 2. k is read from the bits of the
+ * magic-number rounding (no float-to-int conversion, which would stop GCC vectorising the
+ * selects) and applied as two factors 2^k1 2^(k-k1), so e^x overflows to +Inf and underflows
+ * to 0 exactly where the true value does; NaN propagates through r. */
+static inline double pow2i_d(int64_t k) { /* 2^k, k in [-1022, 1023] */
+    int64_t bits = (k + 1023) << 52;
+    double s;
+    memcpy(&s, &bits, sizeof s);
+    return s;
+}
+
+static inline double exp_d(double x) {
+    double xc = x > 710.0 ? 710.0 : x;
+    xc = xc < -746.0 ? -746.0 : xc;
+    const double kd = xc * 1.4426950408889634 + 6755399441055744.0; /* 1.5 * 2^52 */
+    const double n = kd - 6755399441055744.0;
+    int64_t ki;
+    memcpy(&ki, &kd, sizeof ki);
+    const int64_t k = ki - 0x4338000000000000LL, k1 = k >> 1;
+    double r = xc - n * 0.693145751953125;  /* ln 2, high part: n * it is exact */
+    r = r - n * 1.42860682030941723212e-6; /* ln 2, low part */
+    double p = 1.0 / 6227020800.0;         /* Taylor to r^13 */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    return p * pow2i_d(k1) * pow2i_d(k - k1);
+}
+
+static inline double tanh_d(double x) {
+    const double a = fabs(x);
+    /* |x| < 0.3: odd Taylor series to x^23; beyond, (1 - e^-2a) / (1 + e^-2a) is well conditioned. */
+    const double z = a * a;
+    double s = -3.927832388331683e-05;
+    s = s * z + 9.691537956929451e-05;
+    s = s * z - 0.00023912911424355248;
+    s = s * z + 0.000590027440945586;
+    s = s * z - 0.0014558343870513183;
+    s = s * z + 0.003592128036572481;
+    s = s * z - 0.008863235529902197;
+    s = s * z + 0.021869488536155203;
+    s = s * z - 0.05396825396825397;
+    s = s * z + 0.13333333333333333;
+    s = s * z - 0.3333333333333333;
+    s = a + a * z * s;
+    const double t = exp_d(-2.0 * a);
+    const double big = (1.0 - t) / (1.0 + t);
+    const double r = a < 0.3 ? s : big; /* NaN takes the second branch and stays NaN */
+    return copysign(r, x);                /* odd, and tanh(-0) = -0 */
+}
+
+/* ---------------------------------------------------------------- single */
+
+static inline float pow2i_f(int32_t k) { /* 2^k, k in [-126, 127] */
+    int32_t bits = (k + 127) << 23;
+    float s;
+    memcpy(&s, &bits, sizeof s);
+    return s;
+}
+
+static inline float exp_f(float x) {
+    float xc = x > 89.0f ? 89.0f : x;
+    xc = xc < -104.0f ? -104.0f : xc;
+    const float kd = xc * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23 */
+    const float n = kd - 12582912.0f;
+    int32_t ki;
+    memcpy(&ki, &kd, sizeof ki);
+    const int32_t k = ki - 0x4B400000, k1 = k >> 1;
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.0f / 5040.0f; /* Taylor to r^7 */
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    return p * pow2i_f(k1) * pow2i_f(k - k1);
+}
+
+static inline float tanh_f(float x) {
+    const float a = fabsf(x);
+    const float z = a * a;
+    float s = 0.003592128036572481f; /* |x| < 0.3: odd Taylor series to x^15 */
+    s = s * z - 0.008863235529902197f;
+    s = s * z + 0.021869488536155203f;
+    s = s * z - 0.05396825396825397f;
+    s = s * z + 0.13333333333333333f;
+    s = s * z - 0.3333333333333333f;
+    s = a + a * z * s;
+    const float t = exp_f(-2.0f * a);
+    const float big = (1.0f - t) / (1.0f + t);
+    const float r = a < 0.3f ? s : big;
+    return copysignf(r, x);
+}
+
+/* ---------------------------------------------------------------- the fused cell pass */
+
+/* GATE: 0 sigmoid, 1 hard-sigmoid. STATE: 0 tanh, 1 softsign, 2 relu.
+ * z: (B, 4H) row-major, this step's pre-activations; c: (B, H) updated; h: (B, H) written. */
+#define DEFINE_CELLS(NAME, REAL, EXP, TANH)                                                                 \
+    static inline REAL NAME##_gate(REAL x, int gate) {                                                      \
+        if (gate == 0) return (REAL)1 / ((REAL)1 + EXP(-x));                                                \
+        REAL y = (REAL)0.2 * x + (REAL)0.5;                                                                 \
+        y = x < (REAL)-2.5 ? (REAL)0 : y;                                                                   \
+        return x > (REAL)2.5 ? (REAL)1 : y;                                                                 \
+    }                                                                                                       \
+    static inline REAL NAME##_state(REAL x, int state) {                                                    \
+        if (state == 0) return TANH(x);                                                                     \
+        if (state == 1) return x / ((REAL)1 + (x < 0 ? -x : x));                                            \
+        return (x > (REAL)0 || x != x) ? x : (REAL)0;                                                       \
+    }                                                                                                       \
+    /* Called with constant gate/state, so each of the six loops is specialised and branch-free. */           \
+    static inline void NAME##_cells_impl(REAL *restrict z, REAL *restrict c, REAL *restrict h, long B, long H, \
+                                         const int gate, const int state) {                                 \
+        for (long b = 0; b < B; ++b) {                                                                      \
+            const REAL *restrict zi = z + b * 4 * H, *restrict zf = zi + H, *restrict zg = zi + 2 * H,      \
+                                 *restrict zo = zi + 3 * H;                                                 \
+            REAL *restrict cb = c + b * H, *restrict hb = h + b * H;                                        \
+            for (long j = 0; j < H; ++j) {                                                                  \
+                const REAL i = NAME##_gate(zi[j], gate), f = NAME##_gate(zf[j], gate);                      \
+                const REAL o = NAME##_gate(zo[j], gate), g = NAME##_state(zg[j], state);                    \
+                const REAL cell = f * cb[j] + i * g;                                                        \
+                cb[j] = cell;                                                                               \
+                hb[j] = o * NAME##_state(cell, state);                                                      \
+            }                                                                                               \
+        }                                                                                                   \
+    }                                                                                                       \
+    MLSTM_CLONES static void NAME##_cells(REAL *z, REAL *c, REAL *h, long B, long H, int gate, int state) {    \
+        switch (gate * 3 + state) {                                                                         \
+            case 0: NAME##_cells_impl(z, c, h, B, H, 0, 0); break;                                          \
+            case 1: NAME##_cells_impl(z, c, h, B, H, 0, 1); break;                                          \
+            case 2: NAME##_cells_impl(z, c, h, B, H, 0, 2); break;                                          \
+            case 3: NAME##_cells_impl(z, c, h, B, H, 1, 0); break;                                          \
+            case 4: NAME##_cells_impl(z, c, h, B, H, 1, 1); break;                                          \
+            default: NAME##_cells_impl(z, c, h, B, H, 1, 2); break;                                         \
+        }                                                                                                   \
+    }
+
+DEFINE_CELLS(f32, float, exp_f, tanh_f)
+DEFINE_CELLS(f64, double, exp_d, tanh_d)
+
+/* ---------------------------------------------------------------- the time loop (exported) */
+
+/* The whole recurrence in one call, time in blocks of `block` steps sharing the gate buffer zbuf
+ * (block, B, 4H). Per block, one gemm: z = x W' + b. Per step, one gemm z_t += h_{t-1} R', then
+ * the fused cell pass. Both gemms go to the same BLAS (one thread pool, no ping-pong between
+ * two BLAS copies). Row-major arrays: x (T, B, In), w (4H, In), bias (4H), r (4H, H),
+ * h0 (B, H), c (B, H) in/out, y (T, B, H). gemm: BLAS sgemm/dgemm (Fortran interface). */
+#define DEFINE_RUN(NAME, REAL, GEMM_T)                                                                      \
+    int mlstm_run_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias,    \
+                         const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int gate,  \
+                         int state, void *gemm_ptr) {                                                       \
+        GEMM_T gemm = (GEMM_T)gemm_ptr;                                                                     \
+        const int m = (int)(4 * H), nb = (int)B, k = (int)H, kin = (int)In, lda = (int)H, ldx = (int)In,     \
+                  ldc = (int)(4 * H);                                                                       \
+        const REAL one = 1;                                                                                 \
+        const REAL *h = h0;                                                                                 \
+        for (long start = 0; start < T; start += block) {                                                   \
+            const long steps = T - start < block ? T - start : block;                                       \
+            const int cols = (int)(steps * B);                                                              \
+            for (long col = 0; col < steps * B; ++col) memcpy(zbuf + col * 4 * H, bias, 4 * H * sizeof(REAL)); \
+            /* column-major: z' (4H x steps*B) += W (4H x In, stored as W' In x 4H) * x' (In x steps*B) */ \
+            if (In > 0 && H > 0)                                                                            \
+                gemm("T", "N", &m, &cols, &kin, &one, w, &ldx, x + start * B * In, &ldx, &one, zbuf, &ldc); \
+            for (long t = 0; t < steps; ++t) {                                                              \
+                REAL *z = zbuf + t * B * 4 * H;                                                             \
+                /* column-major: z' (4H x B) += R (4H x H, stored as R' H x 4H) * h' (H x B) */             \
+                if (H > 0) gemm("T", "N", &m, &nb, &k, &one, r, &lda, h, &lda, &one, z, &ldc);              \
+                REAL *ht = y + (start + t) * B * H;                                                         \
+                NAME##_cells(z, c, ht, B, H, gate, state);                                                  \
+                h = ht;                                                                                     \
+            }                                                                                               \
+        }                                                                                                   \
+        return 0;                                                                                           \
+    }
+
+DEFINE_RUN(f32, float, sgemm_fn)
+DEFINE_RUN(f64, double, dgemm_fn)
+
+/* ---------------------------------------------------------------- batch-parallel time loop (exported) */
+
+/* Observations are independent, so each thread runs the whole recurrence for its own contiguous
+ * slice of the batch, without synchronising: per step z = b, z += W x_t, z += R h_{t-1}, cells.
+ * Each worker asks the BLAS for one thread (openblas_set_num_threads_local, when given), so the
+ * workers do not oversubscribe the cores with BLAS threads of their own. */
+typedef int (*set_threads_fn)(int);
+
+#define DEFINE_PARALLEL(NAME, REAL, GEMM_T)                                                                 \
+    typedef struct {                                                                                        \
+        long T, B, In, H, b0, b1;                                                                           \
+        const REAL *x, *w, *bias, *r, *h0;                                                                  \
+        REAL *c, *y, *z;                                                                                    \
+        int gate, state;                                                                                    \
+        GEMM_T gemm;                                                                                        \
+        set_threads_fn set_threads;                                                                         \
+    } NAME##_job;                                                                                           \
+    static void *NAME##_worker(void *arg) {                                                                 \
+        NAME##_job *j = (NAME##_job *)arg;                                                                  \
+        const int previous = j->set_threads ? j->set_threads(1) : 0;                                        \
+        const long B = j->B, H = j->H, In = j->In, Bs = j->b1 - j->b0;                                     \
+        const int m = (int)(4 * H), n = (int)Bs, k = (int)H, kin = (int)In, ldh = (int)H, ldx = (int)In,     \
+                  ldc = (int)(4 * H);                                                                       \
+        const REAL one = 1;                                                                                 \
+        const REAL *h = j->h0 + j->b0 * H;                                                                  \
+        REAL *c = j->c + j->b0 * H;                                                                         \
+        for (long t = 0; t < j->T; ++t) {                                                                   \
+            for (long col = 0; col < Bs; ++col) memcpy(j->z + col * 4 * H, j->bias, 4 * H * sizeof(REAL));  \
+            const REAL *xt = j->x + (t * B + j->b0) * In;                                                   \
+            if (In > 0 && H > 0) j->gemm("T", "N", &m, &n, &kin, &one, j->w, &ldx, xt, &ldx, &one, j->z, &ldc); \
+            if (H > 0) j->gemm("T", "N", &m, &n, &k, &one, j->r, &ldh, h, &ldh, &one, j->z, &ldc);          \
+            REAL *ht = j->y + (t * B + j->b0) * H;                                                          \
+            NAME##_cells(j->z, c, ht, Bs, H, j->gate, j->state);                                            \
+            h = ht;                                                                                         \
+        }                                                                                                   \
+        if (j->set_threads) j->set_threads(previous); /* the calling thread keeps its own setting */        \
+        return NULL;                                                                                        \
+    }                                                                                                       \
+    /* zbuf: (B, 4H), one row block per worker. Returns 0, or -1 when a thread could not start (the     \
+     * caller then runs the serial loop: nothing has been written that it does not overwrite). */          \
+    int mlstm_run_parallel_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w,             \
+                                  const REAL *bias, const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, \
+                                  int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr) {    \
+        if (nthreads > B) nthreads = (int)B;                                                                \
+        if (nthreads < 1) nthreads = 1;                                                                     \
+        NAME##_job *jobs = (NAME##_job *)calloc((size_t)nthreads, sizeof(NAME##_job));                     \
+        pthread_t *threads = (pthread_t *)calloc((size_t)nthreads, sizeof(pthread_t));                     \
+        if (!jobs || !threads) {                                                                            \
+            free(jobs);                                                                                     \
+            free(threads);                                                                                  \
+            return -1;                                                                                      \
+        }                                                                                                   \
+        int started = 0, failed = 0;                                                                        \
+        for (int i = 0; i < nthreads; ++i) {                                                                \
+            NAME##_job *j = &jobs[i];                                                                       \
+            j->T = T; j->B = B; j->In = In; j->H = H;                                                       \
+            j->b0 = B * i / nthreads; j->b1 = B * (i + 1) / nthreads;                                       \
+            j->x = x; j->w = w; j->bias = bias; j->r = r; j->h0 = h0; j->c = c; j->y = y;                   \
+            j->z = zbuf + j->b0 * 4 * H;                                                                    \
+            j->gate = gate; j->state = state; j->gemm = (GEMM_T)gemm_ptr;                                   \
+            j->set_threads = (set_threads_fn)set_threads_ptr;                                               \
+        }                                                                                                   \
+        for (int i = 1; i < nthreads; ++i) {                                                                \
+            if (pthread_create(&threads[i], NULL, NAME##_worker, &jobs[i]) != 0) { failed = 1; break; }     \
+            started = i;                                                                                    \
+        }                                                                                                   \
+        if (!failed) NAME##_worker(&jobs[0]);                                                               \
+        for (int i = 1; i <= started; ++i) pthread_join(threads[i], NULL);                                  \
+        free(jobs);                                                                                         \
+        free(threads);                                                                                      \
+        return failed ? -1 : 0;                                                                             \
+    }
+
+DEFINE_PARALLEL(f32, float, sgemm_fn)
+DEFINE_PARALLEL(f64, double, dgemm_fn)
+
+/* Elementwise entry points for the unit tests of the math above. */
+void mlstm_exp_f64(const double *x, double *y, long n) { for (long i = 0; i < n; ++i) y[i] = exp_d(x[i]); }
+void mlstm_tanh_f64(const double *x, double *y, long n) { for (long i = 0; i < n; ++i) y[i] = tanh_d(x[i]); }
+void mlstm_exp_f32(const float *x, float *y, long n) { for (long i = 0; i < n; ++i) y[i] = exp_f(x[i]); }
+void mlstm_tanh_f32(const float *x, float *y, long n) { for (long i = 0; i < n; ++i) y[i] = tanh_f(x[i]); }
+
+/* An importable (empty) module, so importlib finds the library; the functions go through ctypes. */
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_lstm", "mlstm's compiled CPU time loop.", -1, NULL,
+                                    NULL, NULL, NULL, NULL};
+PyMODINIT_FUNC PyInit__cpu_lstm(void) { return PyModule_Create(&module); }

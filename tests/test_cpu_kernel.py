@@ -1,0 +1,102 @@
+"""The NumPy engine's two loops (compiled C and pure NumPy), its batch-parallel split, and the C
+exp/tanh against NumPy's. Each compared with the independent reference or with NumPy's libm."""
+
+import ctypes
+import importlib.util
+
+import numpy as np
+import pytest
+from reference import random_problem, reference_lstm
+
+from mlstm.engines import numpy_engine
+from mlstm.formats import resolve
+
+COMPILED = importlib.util.find_spec("mlstm.engines._cpu_lstm") is not None
+
+
+def run_engine(args, compiled, gate="sigmoid", state="tanh"):
+    p = resolve(*args, "CBT", gate_activation=gate, state_activation=state)
+    eng = numpy_engine.prepare(p.weights, p.recurrent_weights, p.bias, gate, state, p.dtype, compiled=compiled)
+    if compiled:
+        assert eng.loop is not None
+    else:
+        assert eng.loop is None
+    return p.restore(*eng.run(p.x, p.hidden_state, p.cell_state)), eng
+
+
+LOOPS = [pytest.param(True, marks=pytest.mark.skipif(not COMPILED, reason="extension not built")), False]
+
+
+@pytest.mark.parametrize("compiled", LOOPS, ids=["compiled", "numpy"] if COMPILED else ["numpy"])
+@pytest.mark.parametrize("gate", ["sigmoid", "hard-sigmoid"])
+@pytest.mark.parametrize("state", ["tanh", "softsign", "relu"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_both_loops_match_reference(compiled, gate, state, dtype):
+    args = random_problem(np.random.default_rng(8), C=5, H=40, B=4, T=9, scale=0.3, dtype=dtype)  # contractive
+    (Y, h, c), _ = run_engine(args, compiled, gate, state)
+    Yr, hr, cr = reference_lstm(*args, "CBT", gate=gate, state=state)
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    for got, want in ((Y, Yr), (h, hr), (c, cr)):
+        np.testing.assert_allclose(got, want, **tol)
+
+
+@pytest.mark.skipif(not COMPILED, reason="extension not built")
+@pytest.mark.parametrize("threads", ["2", "3"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_parallel_split_matches_reference(monkeypatch, threads, dtype):
+    monkeypatch.setenv("MLSTM_NUM_THREADS", threads)
+    args = random_problem(np.random.default_rng(9), C=4, H=8, B=19, T=12, scale=0.6, dtype=dtype)
+    X, H0, C0, W, R, b = args
+    H0 = H0[:, :1]  # shared initial state, broadcast
+    (Y, h, c), eng = run_engine((X, H0, C0, W, R, b), True)
+    assert numpy_engine.worker_threads(19, 4, 8, np.dtype(dtype)) == int(threads)
+    assert eng.loop.set_threads, "openblas_set_num_threads_local not found: the parallel loop would be skipped"
+    Yr, hr, cr = reference_lstm(X, H0, C0, W, R, b, "CBT")
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    for got, want in ((Y, Yr), (h, hr), (c, cr)):
+        np.testing.assert_allclose(got, want, **tol)
+
+
+@pytest.mark.skipif(not COMPILED, reason="extension not built")
+def test_compiled_loop_is_what_runs_by_default():
+    loops = numpy_engine.compiled_loop()
+    assert loops is not None and set(loops) == {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+@pytest.mark.skipif(not COMPILED, reason="extension not built")
+@pytest.mark.parametrize("dtype,name,ulps", [(np.float64, "f64", 4), (np.float32, "f32", 4)])
+def test_c_exp_and_tanh_against_numpy(dtype, name, ulps):
+    from mlstm.engines import _cpu_lstm
+
+    lib = ctypes.CDLL(_cpu_lstm.__file__)
+    rng = np.random.default_rng(0)
+    lim = 760 if dtype == np.float64 else 110
+    x = np.concatenate(
+        [
+            np.linspace(-lim, lim, 200001),
+            rng.standard_normal(100000) * 3,
+            rng.standard_normal(20000) * 1e-4,
+            [np.nan, np.inf, -np.inf, 0.0, -0.0],
+        ]
+    ).astype(dtype)
+    eps = np.finfo(dtype).eps
+    for fn, ref in (("exp", np.exp), ("tanh", np.tanh)):
+        y = np.empty_like(x)
+        getattr(lib, f"mlstm_{fn}_{name}")(
+            ctypes.c_void_p(x.ctypes.data), ctypes.c_void_p(y.ctypes.data), ctypes.c_long(x.size)
+        )
+        with np.errstate(over="ignore"):
+            want = ref(x.astype(np.float64))
+        tiny = np.finfo(dtype).tiny
+        normal = np.isfinite(want) & (np.abs(want) > tiny) & (np.abs(want) < np.finfo(dtype).max)
+        rel = np.abs(y[normal] - want[normal]) / np.abs(want[normal])
+        assert rel.max() <= ulps * eps, (fn, rel.max() / eps)
+        # IEEE special values: NaN stays NaN, overflow is Inf, underflow is 0, tanh(+-Inf) = +-1.
+        with np.errstate(over="ignore"):
+            cast = want.astype(dtype)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(y), np.isinf(cast))
+        if fn == "tanh":  # tanh keeps the sign of zero
+            assert np.array_equal(np.signbit(y[-2:]), [False, True]) and not y[-2:].any()
+        else:
+            assert np.array_equal(y[-2:], [1, 1])
