@@ -27,12 +27,17 @@ def run_engine(args, compiled, gate="sigmoid", state="tanh"):
 LOOPS = [pytest.param(True, marks=pytest.mark.skipif(not COMPILED, reason="extension not built")), False]
 
 
+# (H, B): batch-major loop with BLAS; gate-major (H < 16, B >= H) with the inline and the BLAS product.
+SHAPES = [(40, 4), (3, 9), (12, 40)]
+
+
 @pytest.mark.parametrize("compiled", LOOPS, ids=["compiled", "numpy"] if COMPILED else ["numpy"])
 @pytest.mark.parametrize("gate", ["sigmoid", "hard-sigmoid"])
 @pytest.mark.parametrize("state", ["tanh", "softsign", "relu"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_both_loops_match_reference(compiled, gate, state, dtype):
-    args = random_problem(np.random.default_rng(8), C=5, H=40, B=4, T=9, scale=0.3, dtype=dtype)  # contractive
+@pytest.mark.parametrize("H,B", SHAPES)
+def test_both_loops_match_reference(compiled, gate, state, dtype, H, B):
+    args = random_problem(np.random.default_rng(8), C=5, H=H, B=B, T=9, scale=0.3, dtype=dtype)  # contractive
     (Y, h, c), _ = run_engine(args, compiled, gate, state)
     Yr, hr, cr = reference_lstm(*args, "CBT", gate=gate, state=state)
     tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)

@@ -187,6 +187,8 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
 
 /* ---------------------------------------------------------------- the time loop (exported) */
 
+#define SMALL_PRODUCT 8192 /* 4H * H * B multiply-adds: below this the recurrent product is done inline */
+
 /* The whole recurrence in one call, time in blocks of `block` steps sharing the gate buffer zbuf
  * (block, B, 4H). Per block, one gemm: z = x W' + b. Per step, one gemm z_t += h_{t-1} R', then
  * the fused cell pass. Both gemms go to the same BLAS (one thread pool, no ping-pong between
@@ -210,8 +212,18 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
                 gemm("T", "N", &m, &cols, &kin, &one, w, &ldx, x + start * B * In, &ldx, &one, zbuf, &ldc); \
             for (long t = 0; t < steps; ++t) {                                                              \
                 REAL *z = zbuf + t * B * 4 * H;                                                             \
-                /* column-major: z' (4H x B) += R (4H x H, stored as R' H x 4H) * h' (H x B) */             \
-                if (H > 0) gemm("T", "N", &m, &nb, &k, &one, r, &lda, h, &lda, &one, z, &ldc);              \
+                /* column-major: z' (4H x B) += R (4H x H, stored as R' H x 4H) * h' (H x B). Tiny      \
+                 * products go inline: a BLAS call costs microseconds before it does any work. */        \
+                if (4 * H * H * B <= SMALL_PRODUCT) {                                                      \
+                    for (long b = 0; b < B; ++b)                                                            \
+                        for (long row = 0; row < 4 * H; ++row) {                                            \
+                            REAL acc = 0;                                                                   \
+                            for (long q = 0; q < H; ++q) acc += r[row * H + q] * h[b * H + q];              \
+                            z[b * 4 * H + row] += acc;                                                      \
+                        }                                                                                   \
+                } else if (H > 0) {                                                                         \
+                    gemm("T", "N", &m, &nb, &k, &one, r, &lda, h, &lda, &one, z, &ldc);                     \
+                }                                                                                           \
                 REAL *ht = y + (start + t) * B * H;                                                         \
                 NAME##_cells(z, c, ht, B, H, gate, state);                                                  \
                 h = ht;                                                                                     \
@@ -222,6 +234,88 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
 
 DEFINE_RUN(f32, float, sgemm_fn)
 DEFINE_RUN(f64, double, dgemm_fn)
+
+/* ---------------------------------------------------------------- gate-major loop for small H (exported) */
+
+/* For a few hidden units and a larger batch, the loops over H are too short to vectorise, so the
+ * gates are laid out gate-major: z (4H, block*B) with ld = block*B, and the states kept as
+ * cT, hT (H, B): every inner loop runs over the batch. Same arithmetic as the loop above.
+ * zbuf: block*B*4H; state: 2*H*B scratch. */
+#define DEFINE_RUN_GATE_MAJOR(NAME, REAL, GEMM_T)                                                           \
+    static inline void NAME##_cells_gm_impl(REAL *restrict z, long ldz, REAL *restrict cT, REAL *restrict hT, \
+                                            long B, long H, const int gate, const int state) {              \
+        for (long j = 0; j < H; ++j) {                                                                      \
+            const REAL *restrict zi = z + j * ldz, *restrict zf = z + (H + j) * ldz;                        \
+            const REAL *restrict zg = z + (2 * H + j) * ldz, *restrict zo = z + (3 * H + j) * ldz;          \
+            REAL *restrict cj = cT + j * B, *restrict hj = hT + j * B;                                      \
+            for (long b = 0; b < B; ++b) {                                                                  \
+                const REAL i = NAME##_gate(zi[b], gate), f = NAME##_gate(zf[b], gate);                      \
+                const REAL o = NAME##_gate(zo[b], gate), g = NAME##_state(zg[b], state);                    \
+                const REAL cell = f * cj[b] + i * g;                                                        \
+                cj[b] = cell;                                                                               \
+                hj[b] = o * NAME##_state(cell, state);                                                      \
+            }                                                                                               \
+        }                                                                                                   \
+    }                                                                                                       \
+    MLSTM_CLONES static void NAME##_cells_gm(REAL *z, long ldz, REAL *cT, REAL *hT, long B, long H, int gate, \
+                                             int state) {                                                   \
+        switch (gate * 3 + state) {                                                                         \
+            case 0: NAME##_cells_gm_impl(z, ldz, cT, hT, B, H, 0, 0); break;                                \
+            case 1: NAME##_cells_gm_impl(z, ldz, cT, hT, B, H, 0, 1); break;                                \
+            case 2: NAME##_cells_gm_impl(z, ldz, cT, hT, B, H, 0, 2); break;                                \
+            case 3: NAME##_cells_gm_impl(z, ldz, cT, hT, B, H, 1, 0); break;                                \
+            case 4: NAME##_cells_gm_impl(z, ldz, cT, hT, B, H, 1, 1); break;                                \
+            default: NAME##_cells_gm_impl(z, ldz, cT, hT, B, H, 1, 2); break;                               \
+        }                                                                                                   \
+    }                                                                                                       \
+    int mlstm_run_gm_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, \
+                            const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block,        \
+                            REAL *state_buf, int gate, int state, void *gemm_ptr) {                         \
+        GEMM_T gemm = (GEMM_T)gemm_ptr;                                                                     \
+        const int m4 = (int)(4 * H), nb = (int)B, k = (int)H, kin = (int)In;                                \
+        const REAL one = 1;                                                                                 \
+        REAL *cT = state_buf, *hT = state_buf + H * B;                                                      \
+        for (long b = 0; b < B; ++b)                                                                        \
+            for (long j = 0; j < H; ++j) {                                                                  \
+                cT[j * B + b] = c[b * H + j];                                                               \
+                hT[j * B + b] = h0[b * H + j];                                                              \
+            }                                                                                               \
+        for (long start = 0; start < T; start += block) {                                                   \
+            const long steps = T - start < block ? T - start : block;                                       \
+            const long ldz = steps * B;                                                                     \
+            const int cols = (int)ldz, ldz_i = (int)ldz;                                                    \
+            for (long row = 0; row < 4 * H; ++row)                                                          \
+                for (long col = 0; col < ldz; ++col) zbuf[row * ldz + col] = bias[row];                     \
+            /* column-major z (steps*B x 4H, ld steps*B) += x (steps*B x In) * W' (In x 4H) */              \
+            if (In > 0 && H > 0)                                                                            \
+                gemm("T", "N", &cols, &m4, &kin, &one, x + start * B * In, &kin, w, &kin, &one, zbuf, &ldz_i); \
+            for (long t = 0; t < steps; ++t) {                                                              \
+                REAL *z = zbuf + t * B;                                                                     \
+                /* column-major z_t (B x 4H, ld steps*B) += h (B x H, stored as hT: ld B) * R' (H x 4H) */  \
+                if (4 * H * H * B <= SMALL_PRODUCT) {                                                       \
+                    for (long row = 0; row < 4 * H; ++row)                                                  \
+                        for (long q = 0; q < H; ++q) {                                                      \
+                            const REAL rq = r[row * H + q];                                                 \
+                            REAL *restrict zr = z + row * ldz;                                              \
+                            const REAL *restrict hq = hT + q * B;                                           \
+                            for (long b = 0; b < B; ++b) zr[b] += rq * hq[b];                               \
+                        }                                                                                   \
+                } else if (H > 0) {                                                                         \
+                    gemm("N", "N", &nb, &m4, &k, &one, hT, &nb, r, &k, &one, z, &ldz_i);                    \
+                }                                                                                           \
+                NAME##_cells_gm(z, ldz, cT, hT, B, H, gate, state);                                         \
+                REAL *yt = y + (start + t) * B * H;                                                         \
+                for (long b = 0; b < B; ++b)                                                                \
+                    for (long j = 0; j < H; ++j) yt[b * H + j] = hT[j * B + b];                             \
+            }                                                                                               \
+        }                                                                                                   \
+        for (long b = 0; b < B; ++b)                                                                        \
+            for (long j = 0; j < H; ++j) c[b * H + j] = cT[j * B + b];                                      \
+        return 0;                                                                                           \
+    }
+
+DEFINE_RUN_GATE_MAJOR(f32, float, sgemm_fn)
+DEFINE_RUN_GATE_MAJOR(f64, double, dgemm_fn)
 
 /* ---------------------------------------------------------------- batch-parallel time loop (exported) */
 

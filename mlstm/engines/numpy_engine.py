@@ -27,6 +27,7 @@ import numpy as np
 
 name = "numpy"
 BLOCK_BYTES = 4 << 20
+GATE_MAJOR_MAX_H = 16  # below this H (and B >= H) the gates are laid out gate-major, loops run over B
 PARALLEL_MIN_CELLS = 4096  # B * H below this: one thread (thread start-up would cost more)
 GATE_CODES = {"sigmoid": 0, "hard-sigmoid": 1}
 STATE_CODES = {"tanh": 0, "softsign": 1, "relu": 2}
@@ -103,15 +104,23 @@ def compiled_loop() -> Any:
         parallel = getattr(lib, f"mlstm_run_parallel_{suffix}")
         parallel.restype = ctypes.c_int
         parallel.argtypes = [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
-        loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gemm, set_threads)
+        gate_major = getattr(lib, f"mlstm_run_gm_{suffix}")
+        gate_major.restype = ctypes.c_int
+        gate_major.argtypes = (
+            [ctypes.c_long] * 4
+            + [ctypes.c_void_p] * 8
+            + [ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        )
+        loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gate_major, gemm, set_threads)
     return loops
 
 
 class CompiledLoop:
     """The C entry points for one class, with the BLAS gemm they call."""
 
-    def __init__(self, serial: Any, parallel: Any, gemm: int, set_threads: int | None):
-        self.serial, self.parallel, self.gemm, self.set_threads = serial, parallel, gemm, set_threads
+    def __init__(self, serial: Any, parallel: Any, gate_major: Any, gemm: int, set_threads: int | None):
+        self.serial, self.parallel, self.gate_major = serial, parallel, gate_major
+        self.gemm, self.set_threads = gemm, set_threads
 
 
 def _blas_thread_setter() -> int | None:
@@ -228,7 +237,11 @@ class NumpyLSTM:
                     return y, y[-1].copy(), cell
                 cell[...] = cell_state  # threads could not start: run serially from the start
             shape = (steps, batch, self.input_size, hidden, x.ctypes.data)
-            loop.serial(*shape, *weights, *states, z_buffer.ctypes.data, block, *codes)
+            if hidden < GATE_MAJOR_MAX_H and batch >= hidden:  # loops over H too short to vectorise
+                scratch = np.empty(2 * hidden * batch, dtype=self.dtype)
+                loop.gate_major(*shape, *weights, *states, z_buffer.ctypes.data, block, scratch.ctypes.data, *codes)
+            else:
+                loop.serial(*shape, *weights, *states, z_buffer.ctypes.data, block, *codes)
             return y, y[-1].copy(), cell
         input_gemm = self._input_projection(batch)
         for start in range(0, steps, block):
