@@ -27,8 +27,8 @@ def run_engine(args, compiled, gate="sigmoid", state="tanh"):
 LOOPS = [pytest.param(True, marks=pytest.mark.skipif(not COMPILED, reason="extension not built")), False]
 
 
-# (H, B): batch-major loop with BLAS; gate-major (H < 16, B >= H) with the inline and the BLAS product.
-SHAPES = [(40, 4), (3, 9), (12, 40)]
+# (H, B): batch-major loop with gemm and (B = 1) gemv; gate-major (H < 16, B >= H), inline and BLAS product.
+SHAPES = [(40, 4), (40, 1), (3, 9), (12, 40)]
 
 
 @pytest.mark.parametrize("compiled", LOOPS, ids=["compiled", "numpy"] if COMPILED else ["numpy"])

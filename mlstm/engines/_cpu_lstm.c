@@ -27,6 +27,10 @@
 
 typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *, const float *,
                          const float *, const int *, const float *, const int *, const float *, float *, const int *);
+typedef void (*sgemv_fn)(const char *, const int *, const int *, const float *, const float *, const int *,
+                         const float *, const int *, const float *, float *, const int *);
+typedef void (*dgemv_fn)(const char *, const int *, const int *, const double *, const double *, const int *,
+                         const double *, const int *, const double *, double *, const int *);
 typedef void (*dgemm_fn)(const char *, const char *, const int *, const int *, const int *, const double *,
                          const double *, const int *, const double *, const int *, const double *, double *,
                          const int *);
@@ -194,11 +198,13 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
  * the fused cell pass. Both gemms go to the same BLAS (one thread pool, no ping-pong between
  * two BLAS copies). Row-major arrays: x (T, B, In), w (4H, In), bias (4H), r (4H, H),
  * h0 (B, H), c (B, H) in/out, y (T, B, H). gemm: BLAS sgemm/dgemm (Fortran interface). */
-#define DEFINE_RUN(NAME, REAL, GEMM_T)                                                                      \
+#define DEFINE_RUN(NAME, REAL, GEMM_T, GEMV_T)                                                              \
     int mlstm_run_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias,    \
                          const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int gate,  \
-                         int state, void *gemm_ptr) {                                                       \
+                         int state, void *gemm_ptr, void *gemv_ptr) {                                       \
         GEMM_T gemm = (GEMM_T)gemm_ptr;                                                                     \
+        GEMV_T gemv = (GEMV_T)gemv_ptr;                                                                     \
+        const int inc = 1;                                                                                  \
         const int m = (int)(4 * H), nb = (int)B, k = (int)H, kin = (int)In, lda = (int)H, ldx = (int)In,     \
                   ldc = (int)(4 * H);                                                                       \
         const REAL one = 1;                                                                                 \
@@ -221,6 +227,8 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
                             for (long q = 0; q < H; ++q) acc += r[row * H + q] * h[b * H + q];              \
                             z[b * 4 * H + row] += acc;                                                      \
                         }                                                                                   \
+                } else if (B == 1 && gemv) { /* one observation: a matrix-vector product, z += R h */      \
+                    gemv("T", &k, &m, &one, r, &lda, h, &inc, &one, z, &inc);                               \
                 } else if (H > 0) {                                                                         \
                     gemm("T", "N", &m, &nb, &k, &one, r, &lda, h, &lda, &one, z, &ldc);                     \
                 }                                                                                           \
@@ -232,8 +240,8 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
         return 0;                                                                                           \
     }
 
-DEFINE_RUN(f32, float, sgemm_fn)
-DEFINE_RUN(f64, double, dgemm_fn)
+DEFINE_RUN(f32, float, sgemm_fn, sgemv_fn)
+DEFINE_RUN(f64, double, dgemm_fn, dgemv_fn)
 
 /* ---------------------------------------------------------------- gate-major loop for small H (exported) */
 

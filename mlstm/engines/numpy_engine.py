@@ -93,14 +93,17 @@ def compiled_loop() -> Any:
     api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
     loops = {}
     set_threads = _blas_thread_setter()
-    for dtype, suffix, blas in ((np.float32, "f32", "sgemm"), (np.float64, "f64", "dgemm")):
-        capsule = cython_blas.__pyx_capi__[blas]
-        gemm = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+
+    def blas_function(name: str) -> int:
+        capsule = cython_blas.__pyx_capi__[name]
+        return api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+
+    for dtype, suffix, prefix in ((np.float32, "f32", "s"), (np.float64, "f64", "d")):
+        gemm, gemv = blas_function(prefix + "gemm"), blas_function(prefix + "gemv")
         serial = getattr(lib, f"mlstm_run_{suffix}")
         serial.restype = ctypes.c_int
-        serial.argtypes = (
-            [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-        )
+        serial.argtypes = [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_long, ctypes.c_int, ctypes.c_int]
+        serial.argtypes += [ctypes.c_void_p] * 2
         parallel = getattr(lib, f"mlstm_run_parallel_{suffix}")
         parallel.restype = ctypes.c_int
         parallel.argtypes = [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
@@ -111,16 +114,16 @@ def compiled_loop() -> Any:
             + [ctypes.c_void_p] * 8
             + [ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
         )
-        loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gate_major, gemm, set_threads)
+        loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gate_major, gemm, gemv, set_threads)
     return loops
 
 
 class CompiledLoop:
     """The C entry points for one class, with the BLAS gemm they call."""
 
-    def __init__(self, serial: Any, parallel: Any, gate_major: Any, gemm: int, set_threads: int | None):
+    def __init__(self, serial: Any, parallel: Any, gate_major: Any, gemm: int, gemv: int, set_threads: int | None):
         self.serial, self.parallel, self.gate_major = serial, parallel, gate_major
-        self.gemm, self.set_threads = gemm, set_threads
+        self.gemm, self.gemv, self.set_threads = gemm, gemv, set_threads
 
 
 def _blas_thread_setter() -> int | None:
@@ -241,7 +244,7 @@ class NumpyLSTM:
                 scratch = np.empty(2 * hidden * batch, dtype=self.dtype)
                 loop.gate_major(*shape, *weights, *states, z_buffer.ctypes.data, block, scratch.ctypes.data, *codes)
             else:
-                loop.serial(*shape, *weights, *states, z_buffer.ctypes.data, block, *codes)
+                loop.serial(*shape, *weights, *states, z_buffer.ctypes.data, block, *codes, loop.gemv)
             return y, y[-1].copy(), cell
         input_gemm = self._input_projection(batch)
         for start in range(0, steps, block):
