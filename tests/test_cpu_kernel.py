@@ -53,9 +53,12 @@ def test_batch_parallel_split_matches_reference(monkeypatch, threads, dtype):
     args = random_problem(np.random.default_rng(9), C=4, H=8, B=19, T=12, scale=0.6, dtype=dtype)
     X, H0, C0, W, R, b = args
     H0 = H0[:, :1]  # shared initial state, broadcast
+    before = numpy_engine.compiled_loop()[np.dtype(dtype)].blas_threads.get()
     (Y, h, c), eng = run_engine((X, H0, C0, W, R, b), True)
     assert numpy_engine.worker_threads(19, 4, 8, np.dtype(dtype)) == int(threads)
-    assert eng.loop.set_threads, "openblas_set_num_threads_local not found: the parallel loop would be skipped"
+    blas = eng.loop.blas_threads
+    assert blas, "openblas_set_num_threads_local not found: the parallel loop would be skipped"
+    assert blas.get() == before, "the parallel loop must leave the BLAS thread count as it found it"
     Yr, hr, cr = reference_lstm(X, H0, C0, W, R, b, "CBT")
     tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
     for got, want in ((Y, Yr), (h, hr), (c, cr)):

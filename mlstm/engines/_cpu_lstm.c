@@ -344,7 +344,7 @@ typedef int (*set_threads_fn)(int);
     } NAME##_job;                                                                                           \
     static void *NAME##_worker(void *arg) {                                                                 \
         NAME##_job *j = (NAME##_job *)arg;                                                                  \
-        const int previous = j->set_threads ? j->set_threads(1) : 0;                                        \
+        if (j->set_threads) j->set_threads(1); /* a spawned thread: the setting dies with it */            \
         const long B = j->B, H = j->H, In = j->In, Bs = j->b1 - j->b0;                                     \
         const int m = (int)(4 * H), n = (int)Bs, k = (int)H, kin = (int)In, ldh = (int)H, ldx = (int)In,     \
                   ldc = (int)(4 * H);                                                                       \
@@ -360,7 +360,6 @@ typedef int (*set_threads_fn)(int);
             NAME##_cells(j->z, c, ht, Bs, H, j->gate, j->state);                                            \
             h = ht;                                                                                         \
         }                                                                                                   \
-        if (j->set_threads) j->set_threads(previous); /* the calling thread keeps its own setting */        \
         return NULL;                                                                                        \
     }                                                                                                       \
     /* zbuf: (B, 4H), one row block per worker. Returns 0, or -1 when a thread could not start (the     \
@@ -387,12 +386,13 @@ typedef int (*set_threads_fn)(int);
             j->gate = gate; j->state = state; j->gemm = (GEMM_T)gemm_ptr;                                   \
             j->set_threads = (set_threads_fn)set_threads_ptr;                                               \
         }                                                                                                   \
-        for (int i = 1; i < nthreads; ++i) {                                                                \
+        /* Every slice on a new thread, none on the caller's: the per-thread BLAS setting must not      \
+         * stick to the calling thread (OpenBLAS keeps it per thread, for the thread's life). */        \
+        for (int i = 0; i < nthreads; ++i) {                                                                \
             if (pthread_create(&threads[i], NULL, NAME##_worker, &jobs[i]) != 0) { failed = 1; break; }     \
-            started = i;                                                                                    \
+            started = i + 1;                                                                                \
         }                                                                                                   \
-        if (!failed) NAME##_worker(&jobs[0]);                                                               \
-        for (int i = 1; i <= started; ++i) pthread_join(threads[i], NULL);                                  \
+        for (int i = 0; i < started; ++i) pthread_join(threads[i], NULL);                                   \
         free(jobs);                                                                                         \
         free(threads);                                                                                      \
         return failed ? -1 : 0;                                                                             \

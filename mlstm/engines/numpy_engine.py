@@ -92,7 +92,7 @@ def compiled_loop() -> Any:
     api.PyCapsule_GetPointer.restype = ctypes.c_void_p
     api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
     loops = {}
-    set_threads = _blas_thread_setter()
+    blas_threads = _blas_threads()
 
     def blas_function(name: str) -> int:
         capsule = cython_blas.__pyx_capi__[name]
@@ -114,23 +114,36 @@ def compiled_loop() -> Any:
             + [ctypes.c_void_p] * 8
             + [ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
         )
-        loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gate_major, gemm, gemv, set_threads)
+        loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gate_major, gemm, gemv, blas_threads)
     return loops
 
 
 class CompiledLoop:
     """The C entry points for one class, with the BLAS gemm they call."""
 
-    def __init__(self, serial: Any, parallel: Any, gate_major: Any, gemm: int, gemv: int, set_threads: int | None):
+    def __init__(
+        self, serial: Any, parallel: Any, gate_major: Any, gemm: int, gemv: int, blas_threads: BlasThreads | None
+    ):
         self.serial, self.parallel, self.gate_major = serial, parallel, gate_major
-        self.gemm, self.gemv, self.set_threads = gemm, gemv, set_threads
+        self.gemm, self.gemv, self.blas_threads = gemm, gemv, blas_threads
 
 
-def _blas_thread_setter() -> int | None:
-    """Address of openblas_set_num_threads_local in the BLAS scipy ships (OpenBLAS >= 0.3.27), or None.
+class BlasThreads:
+    """Thread controls of the OpenBLAS that scipy ships: ``local`` (openblas_set_num_threads_local,
+    OpenBLAS >= 0.3.27) for the workers, and the global getter/setter to put the count back, since
+    in the builds seen here the "local" setting also changes what every later call uses."""
 
-    The batch-parallel loop needs it: each worker thread's BLAS calls must run single-threaded.
-    """
+    def __init__(self, lib: Any):
+        self.local = ctypes.cast(lib.openblas_set_num_threads_local, ctypes.c_void_p).value
+        prefix = "scipy_" if hasattr(lib, "scipy_openblas_get_num_threads") else ""
+        self.get = getattr(lib, f"{prefix}openblas_get_num_threads")
+        self.get.restype = ctypes.c_int
+        self.set = getattr(lib, f"{prefix}openblas_set_num_threads")
+        self.set.argtypes = [ctypes.c_int]
+
+
+def _blas_threads() -> BlasThreads | None:
+    """The thread controls of scipy's OpenBLAS, or None (another BLAS, or an older OpenBLAS)."""
     import glob
 
     import scipy
@@ -138,8 +151,7 @@ def _blas_thread_setter() -> int | None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
     for path in sorted(glob.glob(os.path.join(root, "scipy.libs", "libscipy_openblas*.so*"))):
         try:
-            lib = ctypes.CDLL(path)
-            return ctypes.cast(lib.openblas_set_num_threads_local, ctypes.c_void_p).value
+            return BlasThreads(ctypes.CDLL(path))
         except (OSError, AttributeError):
             continue
     return None
@@ -231,12 +243,18 @@ class NumpyLSTM:
             loop = self.loop
             weights = (self.input_weights.ctypes.data, self.bias.ctypes.data, self.recurrent_weights.ctypes.data)
             states = (h.ctypes.data, cell.ctypes.data, y.ctypes.data)
-            threads = worker_threads(batch, self.input_size, hidden, self.dtype) if loop.set_threads else 1
+            blas = loop.blas_threads
+            threads = worker_threads(batch, self.input_size, hidden, self.dtype) if blas else 1
             codes = (self.gate_code, self.state_code, loop.gemm)
             if threads > 1:
                 z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
                 shape = (steps, batch, self.input_size, hidden, x.ctypes.data)
-                if loop.parallel(*shape, *weights, *states, z_rows.ctypes.data, threads, *codes, loop.set_threads) == 0:
+                blas_count = blas.get()
+                try:
+                    status = loop.parallel(*shape, *weights, *states, z_rows.ctypes.data, threads, *codes, blas.local)
+                finally:
+                    blas.set(blas_count)
+                if status == 0:
                     return y, y[-1].copy(), cell
                 cell[...] = cell_state  # threads could not start: run serially from the start
             shape = (steps, batch, self.input_size, hidden, x.ctypes.data)
