@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from mlstm import lstm  # noqa: E402
+from mlstm.foreign import onnx_model  # noqa: E402
 
 SHAPES = [(10, 3, 32, 64), (64, 128, 32, 256), (256, 512, 64, 128), (128, 256, 1, 4096), (40, 64, 256, 1000)]
 
@@ -79,39 +80,6 @@ def bench_torch(args, repeats, threads):
     return median_time(run, repeats)
 
 
-def onnx_model(W, R, b, dtype=np.float32):
-    """A one-node ONNX LSTM with MATLAB's weights (gates i, f, g, o reordered to ONNX's i, o, f, c)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    H = R.shape[1]
-    order = np.r_[0:H, 3 * H : 4 * H, H : 2 * H, 2 * H : 3 * H]
-    inits = [
-        numpy_helper.from_array(W[order][None].astype(dtype), "W"),
-        numpy_helper.from_array(R[order][None].astype(dtype), "R"),
-        numpy_helper.from_array(np.concatenate([b[order], np.zeros(4 * H)])[None].astype(dtype), "B"),
-    ]
-    node = helper.make_node(
-        "LSTM", ["X", "W", "R", "B", "", "initial_h", "initial_c"], ["Y", "Y_h", "Y_c"], hidden_size=H
-    )
-    f = TensorProto.FLOAT
-    graph = helper.make_graph(
-        [node],
-        "lstm",
-        [
-            helper.make_tensor_value_info("X", f, ["T", "B", W.shape[1]]),
-            helper.make_tensor_value_info("initial_h", f, [1, "B", H]),
-            helper.make_tensor_value_info("initial_c", f, [1, "B", H]),
-        ],
-        [
-            helper.make_tensor_value_info("Y", f, ["T", 1, "B", H]),
-            helper.make_tensor_value_info("Y_h", f, [1, "B", H]),
-            helper.make_tensor_value_info("Y_c", f, [1, "B", H]),
-        ],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-
-
 def bench_onnxruntime(args, repeats, threads):
     import onnxruntime as ort
 
@@ -119,7 +87,9 @@ def bench_onnxruntime(args, repeats, threads):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(onnx_model(W, R, b).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    # The single-node model `mlstm convert --to onnx` writes (its conversion is tested against ORT).
+    model = onnx_model({"weights": W, "recurrentWeights": R, "bias": b})
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feed = {"X": X, "initial_h": H0.T[None].copy(), "initial_c": C0.T[None].copy()}
     return median_time(lambda: session.run(None, feed), repeats)
 

@@ -60,14 +60,7 @@ def compute(
     key = (backend.name, problem.dtype.name, problem.gate_activation, problem.state_activation)
     runner = prepared.get(key) if prepared is not None else None
     if runner is None:
-        runner = backend.prepare(
-            problem.weights,
-            problem.recurrent_weights,
-            problem.bias,
-            problem.gate_activation,
-            problem.state_activation,
-            problem.dtype,
-        )
+        runner = prepare_runner(backend, problem)
         if prepared is not None:
             prepared[key] = runner
     y, hidden, cell = run_in_chunks(runner, problem, chunk_steps, progress)
@@ -76,6 +69,18 @@ def compute(
         # NumPy in, NumPy out: the GPU is an implementation detail for the caller.
         Y, hidden_state, cell_state = (a.get() for a in (Y, hidden_state, cell_state))
     return Result(Y, hidden_state, cell_state, problem.y_format, backend.name, problem)
+
+
+def prepare_runner(backend: Any, problem: Problem) -> Any:
+    """The engine with the problem's weights and activations prepared (reusable across calls)."""
+    return backend.prepare(
+        problem.weights,
+        problem.recurrent_weights,
+        problem.bias,
+        problem.gate_activation,
+        problem.state_activation,
+        problem.dtype,
+    )
 
 
 def run_in_chunks(

@@ -200,6 +200,14 @@ def read_onnx(path: str, node_name: str | None = None) -> dict[str, Any]:
 
 
 def write_onnx(path: str, variables: dict[str, Any]) -> None:
+    """Save :func:`onnx_model` of MATLAB-layout weights to ``path``."""
+    onnx, _ = _onnx()
+    model = onnx_model(variables)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def onnx_model(variables: dict[str, Any]) -> Any:
     """A one-node ONNX LSTM (opset 14) from MATLAB-layout weights; X, initial_h and initial_c are
     graph inputs, so ONNX Runtime runs it on any batch and sequence length."""
     onnx, numpy_helper = _onnx()
@@ -243,9 +251,7 @@ def write_onnx(path: str, variables: dict[str, Any]) -> None:
         ],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], producer_name="mlstm")
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], producer_name="mlstm")
 
 
 # ---------------------------------------------------------------- PyTorch

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .api import auto_chunk_steps
+from .api import auto_chunk_steps, prepare_runner
 from .engines import get_engine
 from .errors import MlstmError
 from .formats import Problem, canonical_x, matlab_shape, parse_data_format, resolve
@@ -74,14 +74,7 @@ def stream_lstm(
         gate_activation=options.gate_activation,
         state_activation=options.state_activation,
     )
-    runner = backend.prepare(
-        problem.weights,
-        problem.recurrent_weights,
-        problem.bias,
-        problem.gate_activation,
-        problem.state_activation,
-        problem.dtype,
-    )
+    runner = prepare_runner(backend, problem)
     y_labels = problem.y_format
     full_sizes = tuple(steps if label == "T" else size for label, size in zip(y_labels, problem.y_sizes))
     y_size = matlab_shape(full_sizes)

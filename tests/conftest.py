@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -45,3 +46,14 @@ def assert_one_line_error(proc, *fragments):
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+def octave_or_skip(module_level=False):
+    """GNU Octave's command-line program. Missing: a skip, or a failure under MLSTM_REQUIRE_OCTAVE=1
+    (which .ci/run sets, so CI cannot pass with the Octave tests silently skipped)."""
+    found = shutil.which("octave-cli") or shutil.which("octave")
+    if found is None:
+        if os.environ.get("MLSTM_REQUIRE_OCTAVE") == "1":
+            pytest.fail("MLSTM_REQUIRE_OCTAVE=1 but GNU Octave is not installed", pytrace=False)
+        pytest.skip("GNU Octave is not installed", allow_module_level=module_level)
+    return found

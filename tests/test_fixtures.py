@@ -3,13 +3,12 @@ and the expected files cross-checked against GNU Octave's independent implementa
 
 import json
 import os
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import scipy.io
-from conftest import REPO, run_mlstm
+from conftest import REPO, octave_or_skip, run_mlstm
 
 from mlstm import lstm
 
@@ -76,18 +75,12 @@ def test_fixture_through_cli(tmp_path, name):
     assert str(got["YFormat"][0]) == str(expected["YFormat"][0])
 
 
-OCTAVE = shutil.which("octave-cli") or shutil.which("octave")
-
-
 @pytest.fixture(scope="module")
 def octave_expected(tmp_path_factory):
-    if OCTAVE is None:
-        if os.environ.get("MLSTM_REQUIRE_OCTAVE") == "1":
-            pytest.fail("MLSTM_REQUIRE_OCTAVE=1 but GNU Octave is not installed")
-        pytest.skip("GNU Octave is not installed")
+    octave = octave_or_skip()
     out = tmp_path_factory.mktemp("octave_expected")
     proc = subprocess.run(
-        [OCTAVE, "--quiet", "--no-init-file", "--no-window-system", "--eval", f"generate_expected_octave('{out}')"],
+        [octave, "--quiet", "--no-init-file", "--no-window-system", "--eval", f"generate_expected_octave('{out}')"],
         cwd=FIXTURES,
         capture_output=True,
         text=True,

@@ -7,18 +7,13 @@ where a missing Octave is a failure.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, octave_or_skip
 
-OCTAVE = shutil.which("octave-cli") or shutil.which("octave")
-if OCTAVE is None:
-    if os.environ.get("MLSTM_REQUIRE_OCTAVE") == "1":
-        raise RuntimeError("MLSTM_REQUIRE_OCTAVE=1 but GNU Octave is not installed")
-    pytest.skip("GNU Octave is not installed", allow_module_level=True)
+OCTAVE = octave_or_skip(module_level=True)
 
 OCTAVE_DIR = os.path.join(REPO, "tests", "octave")
 

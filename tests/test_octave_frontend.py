@@ -9,13 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_mlstm
+from conftest import REPO, octave_or_skip, run_mlstm
 
-OCTAVE = shutil.which("octave-cli") or shutil.which("octave")
-if OCTAVE is None:
-    if os.environ.get("MLSTM_REQUIRE_OCTAVE") == "1":
-        raise RuntimeError("MLSTM_REQUIRE_OCTAVE=1 but GNU Octave is not installed")
-    pytest.skip("GNU Octave is not installed", allow_module_level=True)
+OCTAVE = octave_or_skip(module_level=True)
 
 MATLAB_DIR = os.path.join(REPO, "mlstm", "matlab")
 OCTAVE_DIR = os.path.join(REPO, "tests", "octave")
