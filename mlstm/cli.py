@@ -382,9 +382,7 @@ def run(
         result = inputs.compute(mapping, pairs, engine.lower(), chunk_steps=chunk_steps, progress=bar)
     bar.close()
     computed = time.perf_counter()
-    variables = {"Y": result.Y, "hiddenState": result.hiddenState, "cellState": result.cellState}
-    variables = {k: _to_host(v) for k, v in variables.items()}
-    variables["YFormat"] = result.y_format
+    variables = _output_variables(result)
     if fmt == "mat" and needs_mat73(variables):
         if not quiet:
             _echo_err("mlstm: notice: an output is over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
@@ -403,6 +401,14 @@ def run(
 
 def _to_host(a: Any) -> Any:
     return a.get() if hasattr(a, "get") and type(a).__module__.startswith("cupy") else a
+
+
+def _output_variables(result: Any) -> dict[str, Any]:
+    """What an output file holds: Y, hiddenState, cellState (host arrays) and YFormat."""
+    variables = {"Y": result.Y, "hiddenState": result.hiddenState, "cellState": result.cellState}
+    variables = {k: _to_host(v) for k, v in variables.items()}
+    variables["YFormat"] = result.y_format
+    return variables
 
 
 def _class_name(dtype: Any) -> str:
@@ -548,12 +554,9 @@ def verify(
             with Inputs([path], hdf5_order.lower()) as inputs:
                 stored = _read_outputs(inputs.files[0], required=True)
                 result = inputs.compute(mapping, pairs, engine.lower())
-            recomputed = {"Y": result.Y, "hiddenState": result.hiddenState, "cellState": result.cellState}
             # The file's stored outputs are checked against the recomputation.
-            computed_in = "single" if result.problem.dtype.name == "float32" else "double"
-            report = compare_outputs(
-                stored, {k: _to_host(v) for k, v in recomputed.items()}, rtol, atol, compute_class=computed_in
-            )
+            computed_in = _class_name(result.problem.dtype)
+            report = compare_outputs(stored, _output_variables(result), rtol, atol, compute_class=computed_in)
             status = "ok" if report.ok else "differ"
             record.update(status=status, **report.to_dict())
             worst = max(report.variables, key=lambda v: v.max_rel_error or 0.0, default=None)
@@ -780,9 +783,7 @@ def batch(
                 try:
                     with Inputs([job.input], order, shared) as inputs:
                         result = inputs.compute(mapping, pairs, backend.name, prepared=prepared)
-                    variables = {"Y": result.Y, "hiddenState": result.hiddenState, "cellState": result.cellState}
-                    variables = {k: _to_host(v) for k, v in variables.items()}
-                    variables["YFormat"] = result.y_format
+                    variables = _output_variables(result)
                     out_fmt = "mat73" if fmt == "mat" and io.needs_mat73(variables) else fmt
                     io.write_variables(job.output, variables, out_fmt, order)
                     p = result.problem
