@@ -365,3 +365,19 @@ def test_info_on_mat73_and_hdf5(tmp_path, infile):
     assert "MAT v7.3" in text
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[1:]}
     assert rows["Y"] == ["2x4x5", "double"] and rows["YFormat"] == ["1x3", "char"]
+
+
+def test_mat_output_too_big_for_v7_switches_to_v73_with_a_notice(tmp_path, infile, monkeypatch, capsys):
+    # The 2 GB per-variable limit of MAT v7, lowered so a small Y passes it.
+    import mlstm.io
+    from mlstm.cli import main
+
+    monkeypatch.setattr(mlstm.io, "MAT5_VARIABLE_LIMIT", 100)
+    out = tmp_path / "big.mat"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", infile, "-o", str(out), "DataFormat=CBT"])
+    assert exit_info.value.code == 0
+    assert "MAT v7 cannot hold; writing MAT v7.3" in capsys.readouterr().err
+    assert out.read_bytes()[:19] == b"MATLAB 7.3 MAT-file"
+    with h5py.File(out, "r") as f:
+        assert f["Y"].attrs["MATLAB_class"] == b"double"

@@ -15,6 +15,7 @@ import io
 import os
 import sys
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -60,7 +61,7 @@ class LazyArray:
         return block.T if self.reversed_dims else block
 
 
-class MatrixFile:
+class MatrixFile(ABC):
     """Common interface of the readers. ``label`` names the file in messages."""
 
     kind = "?"
@@ -68,15 +69,15 @@ class MatrixFile:
     def __init__(self, label: str):
         self.label = label
 
-    def names(self) -> list[str]:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def names(self) -> list[str]: ...
 
-    def info(self) -> list[VariableInfo]:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def info(self) -> list[VariableInfo]: ...
 
+    @abstractmethod
     def read(self, name: str) -> Any:
         """The variable as a NumPy array in MATLAB size, or a ``str`` for char data."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def has(self, name: str) -> bool:
         return name in self.names()
