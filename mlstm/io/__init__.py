@@ -86,8 +86,8 @@ class MatrixFile(ABC):
         """A numeric variable that can be read in slices (HDF5-based files), or None."""
         return None
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - readers that hold no open handle need no close
+        """Release the file (readers holding an h5py handle close it)."""
 
     def __enter__(self) -> MatrixFile:
         return self
