@@ -53,23 +53,41 @@ def test_both_loops_match_reference(compiled, gate, state, dtype, H, B):
 
 
 @pytest.mark.skipif(not COMPILED, reason="extension not built")
+@pytest.mark.parametrize("plan", ["batch", "units"])
 @pytest.mark.parametrize("threads", ["2", "3"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_batch_parallel_split_matches_reference(monkeypatch, threads, dtype):
+@pytest.mark.parametrize("H,B", [(8, 19), (37, 1), (40, 3)])
+def test_threaded_splits_match_reference(monkeypatch, plan, threads, dtype, H, B):
+    # Threads split the batch (each runs whole observations) or the hidden units (a barrier per step);
+    # 3 threads on 2 cores also checks that the barrier survives a descheduled partner.
     monkeypatch.setenv("MLSTM_NUM_THREADS", threads)
-    args = random_problem(np.random.default_rng(9), C=4, H=8, B=19, T=12, scale=0.6, dtype=dtype)
+    monkeypatch.setenv("MLSTM_CPU_PLAN", plan)
+    args = random_problem(np.random.default_rng(9), C=4, H=H, B=B, T=12, scale=0.4, dtype=dtype)
     X, H0, C0, W, R, b = args
     H0 = H0[:, :1]  # shared initial state, broadcast
     before = numpy_engine.compiled_loop()[np.dtype(dtype)].blas_threads.get()
     (Y, h, c), eng = run_engine((X, H0, C0, W, R, b), True)
-    assert numpy_engine.worker_threads(19, 4, 8, np.dtype(dtype)) == int(threads)
+    assert numpy_engine.cpu_plan(12, B, 4, H, np.dtype(dtype))[0] == plan
     blas = eng.loop.blas_threads
-    assert blas, "openblas_set_num_threads_local not found: the parallel loop would be skipped"
-    assert blas.get() == before, "the parallel loop must leave the BLAS thread count as it found it"
+    assert blas, "openblas_set_num_threads_local not found: the threaded loops would be skipped"
+    assert blas.get() == before, "the threaded loops must leave the BLAS thread count as they found it"
     Yr, hr, cr = reference_lstm(X, H0, C0, W, R, b, "CBT")
     tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
     for got, want in ((Y, Yr), (h, hr), (c, cr)):
         np.testing.assert_allclose(got, want, **tol)
+
+
+def test_plan_choice_follows_the_measurements(monkeypatch):
+    monkeypatch.delenv("MLSTM_CPU_PLAN", raising=False)
+    monkeypatch.setenv("MLSTM_NUM_THREADS", "2")
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    assert numpy_engine.cpu_plan(1000, 256, 40, 64, f32) == ("batch", 2)
+    assert numpy_engine.cpu_plan(4096, 1, 128, 256, f32) == ("units", 2)
+    assert numpy_engine.cpu_plan(256, 32, 64, 128, f64)[0] == "batch"
+    assert numpy_engine.cpu_plan(128, 64, 256, 512, f32) == ("units", 2)
+    assert numpy_engine.cpu_plan(64, 32, 10, 3, f32) == ("serial", 1)  # too little work for threads
+    monkeypatch.setenv("MLSTM_NUM_THREADS", "1")
+    assert numpy_engine.cpu_plan(1000, 256, 40, 64, f32) == ("serial", 1)
 
 
 @pytest.mark.skipif(not COMPILED, reason="extension not built")

@@ -15,6 +15,7 @@
 #include <Python.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -400,6 +401,111 @@ typedef int (*set_threads_fn)(int);
 
 DEFINE_PARALLEL(f32, float, sgemm_fn)
 DEFINE_PARALLEL(f64, double, dgemm_fn)
+
+/* ---------------------------------------------------------------- unit-split time loop (exported) */
+
+/* For few observations and many hidden units, the hidden units are split across threads
+ * instead: thread k owns units [j0, j1) and the rows of W, R and b that feed them (the caller
+ * permutes those rows so that each thread's i, f, g, o blocks are contiguous: rows 4*j0 ..
+ * 4*j1 of w, r, bias, in the order i, f, g, o of its own units). Each step, every thread
+ * computes its units' gates from the whole h_{t-1} and writes its part of h_t into Y; a spin
+ * barrier then makes h_t whole before the next step. Each thread keeps its slice of R hot in
+ * its own cache. Workers run single-threaded BLAS (set_threads), on spawned threads only. */
+typedef struct {
+    int count, sense, n;
+} mlstm_barrier;
+
+static void barrier_wait(mlstm_barrier *b, int *local_sense) {
+    const int sense = !*local_sense;
+    *local_sense = sense;
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->sense, sense, __ATOMIC_RELEASE);
+        return;
+    }
+    for (long spins = 0; __atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != sense; ++spins) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (spins > 20000) sched_yield(); /* a descheduled partner: stop burning its core */
+    }
+}
+
+#define DEFINE_UNIT_SPLIT(NAME, REAL, GEMM_T)                                                               \
+    typedef struct {                                                                                        \
+        long T, B, In, H, j0, j1, block;                                                                    \
+        const REAL *x, *w, *bias, *r, *h0;                                                                  \
+        REAL *c, *y, *z;                                                                                    \
+        int gate, state;                                                                                    \
+        GEMM_T gemm;                                                                                        \
+        set_threads_fn set_threads;                                                                         \
+        mlstm_barrier *barrier;                                                                             \
+        int *go; /* 0: wait until every thread exists, 1: run, -1: give up (a thread failed to start) */    \
+    } NAME##_unit_job;                                                                                      \
+    static void *NAME##_unit_worker(void *arg) {                                                            \
+        NAME##_unit_job *j = (NAME##_unit_job *)arg;                                                        \
+        int go;                                                                                             \
+        while ((go = __atomic_load_n(j->go, __ATOMIC_ACQUIRE)) == 0) sched_yield();                         \
+        if (go < 0) return NULL;                                                                            \
+        if (j->set_threads) j->set_threads(1);                                                              \
+        const long B = j->B, H = j->H, In = j->In, Hk = j->j1 - j->j0;                                     \
+        const int m = (int)(4 * Hk), nb = (int)B, k = (int)H, kin = (int)In, ldz = (int)(4 * Hk);          \
+        const REAL one = 1;                                                                                 \
+        const REAL *w = j->w + 4 * j->j0 * In, *r = j->r + 4 * j->j0 * H, *bias = j->bias + 4 * j->j0;      \
+        const REAL *h = j->h0;                                                                              \
+        int sense = 0;                                                                                      \
+        for (long start = 0; start < j->T; start += j->block) {                                             \
+            const long steps = j->T - start < j->block ? j->T - start : j->block;                           \
+            const int cols = (int)(steps * B);                                                              \
+            for (long col = 0; col < steps * B; ++col) memcpy(j->z + col * 4 * Hk, bias, 4 * Hk * sizeof(REAL)); \
+            if (Hk > 0 && In > 0)                                                                           \
+                j->gemm("T", "N", &m, &cols, &kin, &one, w, &kin, j->x + start * B * In, &kin, &one, j->z, &ldz); \
+            for (long t = 0; t < steps; ++t) {                                                              \
+                REAL *z = j->z + t * B * 4 * Hk;                                                            \
+                if (Hk > 0) j->gemm("T", "N", &m, &nb, &k, &one, r, &k, h, &k, &one, z, &ldz);              \
+                REAL *ht = j->y + (start + t) * B * H;                                                      \
+                for (long b = 0; b < B; ++b)                                                                \
+                    NAME##_cells(z + b * 4 * Hk, j->c + b * H + j->j0, ht + b * H + j->j0, 1, Hk, j->gate,  \
+                                 j->state);                                                                 \
+                barrier_wait(j->barrier, &sense); /* h_t is whole only when every thread wrote its part */ \
+                h = ht;                                                                                     \
+            }                                                                                               \
+        }                                                                                                   \
+        return NULL;                                                                                        \
+    }                                                                                                       \
+    /* zbuf: block * B * 4H (each thread its block * B * 4Hk part). Returns 0, or -1 when threads could    \
+     * not start; then nothing has run. */                                                                \
+    int mlstm_run_units_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, \
+                               const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block,       \
+                               int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr) {    \
+        if (nthreads > H) nthreads = (int)H;                                                                \
+        if (nthreads < 2) return -1;                                                                        \
+        NAME##_unit_job jobs[64];                                                                           \
+        pthread_t threads[64];                                                                              \
+        if (nthreads > 64) nthreads = 64;                                                                   \
+        mlstm_barrier barrier = {0, 0, nthreads};                                                           \
+        int go = 0;                                                                                         \
+        for (int i = 0; i < nthreads; ++i) {                                                                \
+            NAME##_unit_job *j = &jobs[i];                                                                  \
+            j->T = T; j->B = B; j->In = In; j->H = H; j->block = block;                                     \
+            j->j0 = H * i / nthreads; j->j1 = H * (i + 1) / nthreads;                                       \
+            j->x = x; j->w = w; j->bias = bias; j->r = r; j->h0 = h0; j->c = c; j->y = y;                   \
+            j->z = zbuf + block * B * 4 * j->j0;                                                            \
+            j->gate = gate; j->state = state; j->gemm = (GEMM_T)gemm_ptr;                                   \
+            j->set_threads = (set_threads_fn)set_threads_ptr; j->barrier = &barrier; j->go = &go;           \
+        }                                                                                                   \
+        /* All threads or none: a missing partner would leave the others waiting at the barrier, so      \
+         * they start only once every thread exists, and leave at once if one could not be created. */   \
+        int started = 0;                                                                                    \
+        for (; started < nthreads; ++started)                                                               \
+            if (pthread_create(&threads[started], NULL, NAME##_unit_worker, &jobs[started]) != 0) break;    \
+        __atomic_store_n(&go, started == nthreads ? 1 : -1, __ATOMIC_RELEASE);                              \
+        for (int i = 0; i < started; ++i) pthread_join(threads[i], NULL);                                   \
+        return started == nthreads ? 0 : -1;                                                                \
+    }
+
+DEFINE_UNIT_SPLIT(f32, float, sgemm_fn)
+DEFINE_UNIT_SPLIT(f64, double, dgemm_fn)
 
 /* Elementwise entry points for the unit tests of the math above. */
 void mlstm_exp_f64(const double *x, double *y, long n) { for (long i = 0; i < n; ++i) y[i] = exp_d(x[i]); }

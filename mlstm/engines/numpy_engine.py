@@ -28,6 +28,8 @@ import numpy as np
 name = "numpy"
 BLOCK_BYTES = 4 << 20
 GATE_MAJOR_MAX_H = 16  # below this H (and B >= H) the gates are laid out gate-major, loops run over B
+UNIT_SPLIT_MIN_H = 64  # at least 32 hidden units per thread for the unit split
+PARALLEL_MIN_WORK = 5_000_000  # multiply-adds in a run below which no threads are started
 PARALLEL_MIN_CELLS = 4096  # B * H below this: one thread (thread start-up would cost more)
 GATE_CODES = {"sigmoid": 0, "hard-sigmoid": 1}
 STATE_CODES = {"tanh": 0, "softsign": 1, "relu": 2}
@@ -114,7 +116,12 @@ def compiled_loop() -> Any:
             + [ctypes.c_void_p] * 8
             + [ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
         )
-        loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gate_major, gemm, gemv, blas_threads)
+        units = getattr(lib, f"mlstm_run_units_{suffix}")
+        units.restype = ctypes.c_int
+        units.argtypes = (
+            [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_long] + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
+        )
+        loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gate_major, units, gemm, gemv, blas_threads)
     return loops
 
 
@@ -122,9 +129,16 @@ class CompiledLoop:
     """The C entry points for one class, with the BLAS gemm they call."""
 
     def __init__(
-        self, serial: Any, parallel: Any, gate_major: Any, gemm: int, gemv: int, blas_threads: BlasThreads | None
+        self,
+        serial: Any,
+        parallel: Any,
+        gate_major: Any,
+        units: Any,
+        gemm: int,
+        gemv: int,
+        blas_threads: BlasThreads | None,
     ):
-        self.serial, self.parallel, self.gate_major = serial, parallel, gate_major
+        self.serial, self.parallel, self.gate_major, self.units = serial, parallel, gate_major, units
         self.gemm, self.gemv, self.blas_threads = gemm, gemv, blas_threads
 
 
@@ -157,23 +171,59 @@ def _blas_threads() -> BlasThreads | None:
     return None
 
 
-def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype) -> int:
-    """Threads for the batch-parallel loop (1: the serial loop, whose BLAS uses every core itself).
+def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype, cores: int) -> int:
+    """Threads for the batch split (1: no batch split).
 
     The split pays where the elementwise work (single-threaded in the serial loop) is a large
     share: per cell, the gate arithmetic against 8 (InputSize + H) GEMM flops. Measured on the
     2-core benchmark machine (benchmarks/RESULTS.md): a win at (C, H, B) = (40, 64, 256) in both
     classes and at (64, 128, 32) in double; a loss at (256, 512, 64), where the GEMMs dominate,
-    and for B * H under 4096, where starting threads costs more. MLSTM_NUM_THREADS overrides.
+    and for B * H under 4096.
     """
-    wanted = os.environ.get("MLSTM_NUM_THREADS")
-    if wanted:
-        return max(1, min(int(wanted), batch))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     gemm_heavy = input_size + hidden > (160 if dtype == np.float32 else 320)
     if cores < 2 or batch < 16 or batch * hidden < PARALLEL_MIN_CELLS or gemm_heavy:
         return 1
     return min(cores, batch // 8)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_plan(steps: int, batch: int, input_size: int, hidden: int, dtype: np.dtype) -> tuple[str, int]:
+    """How to use the cores: ('batch' | 'units' | 'serial', threads).
+
+    Measured on the 2-core benchmark machine (benchmarks/RESULTS.md, median of 5): splitting the
+    hidden units across threads (each keeps its slice of R in its own cache; a spin barrier per
+    step) won at B = 1, H = 256 (f32 62 -> 29 ms, f64 171 -> 89 ms), at (64, 128, 32) and at
+    (256, 512, 64) in f64, and tied at (256, 512, 64) in f32; splitting the batch won at
+    (40, 64, 256) (f32 141 -> 95 ms, units 114). Problems under about 5 million multiply-adds
+    stay serial: starting threads would cost more. MLSTM_NUM_THREADS caps the threads;
+    MLSTM_CPU_PLAN forces a plan (tests, tuning).
+    """
+    forced = os.environ.get("MLSTM_CPU_PLAN", "")
+    cores = int(os.environ.get("MLSTM_NUM_THREADS") or _cores())
+    if forced == "units":
+        return "units", max(2, min(cores, hidden))
+    if forced == "batch":
+        return "batch", max(2, min(cores, batch))
+    if forced == "serial" or cores < 2 or steps * batch * 4 * hidden * (input_size + hidden) < PARALLEL_MIN_WORK:
+        return "serial", 1
+    threads = worker_threads(batch, input_size, hidden, dtype, cores)
+    if threads > 1:
+        return "batch", threads
+    if hidden >= UNIT_SPLIT_MIN_H:
+        return "units", min(cores, hidden // 32)
+    return "serial", 1
+
+
+def unit_split_rows(hidden: int, threads: int) -> np.ndarray:
+    """Row order for the unit split: thread k's units [j0, j1) with their i, f, g, o rows together."""
+    parts = []
+    for k in range(threads):
+        j0, j1 = hidden * k // threads, hidden * (k + 1) // threads
+        parts.extend(np.arange(g * hidden + j0, g * hidden + j1) for g in range(4))
+    return np.concatenate(parts)
 
 
 class NumpyLSTM:
@@ -240,30 +290,7 @@ class NumpyLSTM:
         block = max(1, min(steps, BLOCK_BYTES // max(1, batch * 4 * hidden * self.dtype.itemsize)))
         z_buffer = np.empty((block, batch, 4 * hidden), dtype=self.dtype)
         if self.loop is not None:
-            loop = self.loop
-            weights = (self.input_weights.ctypes.data, self.bias.ctypes.data, self.recurrent_weights.ctypes.data)
-            states = (h.ctypes.data, cell.ctypes.data, y.ctypes.data)
-            blas = loop.blas_threads
-            threads = worker_threads(batch, self.input_size, hidden, self.dtype) if blas else 1
-            codes = (self.gate_code, self.state_code, loop.gemm)
-            if threads > 1:
-                z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
-                shape = (steps, batch, self.input_size, hidden, x.ctypes.data)
-                blas_count = blas.get()
-                try:
-                    status = loop.parallel(*shape, *weights, *states, z_rows.ctypes.data, threads, *codes, blas.local)
-                finally:
-                    blas.set(blas_count)
-                if status == 0:
-                    return y, y[-1].copy(), cell
-                cell[...] = cell_state  # threads could not start: run serially from the start
-            shape = (steps, batch, self.input_size, hidden, x.ctypes.data)
-            if hidden < GATE_MAJOR_MAX_H and batch >= hidden:  # loops over H too short to vectorise
-                scratch = np.empty(2 * hidden * batch, dtype=self.dtype)
-                loop.gate_major(*shape, *weights, *states, z_buffer.ctypes.data, block, scratch.ctypes.data, *codes)
-            else:
-                loop.serial(*shape, *weights, *states, z_buffer.ctypes.data, block, *codes, loop.gemv)
-            return y, y[-1].copy(), cell
+            return self._run_compiled(x, h, cell, cell_state, y, z_buffer, block)
         input_gemm = self._input_projection(batch)
         for start in range(0, steps, block):
             stop = min(start + block, steps)
@@ -272,6 +299,50 @@ class NumpyLSTM:
                 input_gemm(x[start:stop].reshape(-1, self.input_size), z.reshape(-1, 4 * hidden))
             h = self._numpy_steps(z, h, cell, y[start:stop])
         return y, h.copy(), cell
+
+    def _run_compiled(self, x, h, cell, cell_state, y, z_buffer, block):
+        """The C loops: batch split or unit split across threads, gate-major for small H, or serial."""
+        loop = self.loop
+        steps, batch, _ = x.shape
+        hidden = self.hidden_size
+        weights = (self.input_weights.ctypes.data, self.bias.ctypes.data, self.recurrent_weights.ctypes.data)
+        states = (h.ctypes.data, cell.ctypes.data, y.ctypes.data)
+        shape = (steps, batch, self.input_size, hidden, x.ctypes.data)
+        codes = (self.gate_code, self.state_code, loop.gemm)
+        blas = loop.blas_threads
+        plan, threads = cpu_plan(steps, batch, self.input_size, hidden, self.dtype) if blas else ("serial", 1)
+        if plan in ("batch", "units"):
+            blas_count = blas.get()
+            try:
+                if plan == "batch":
+                    z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
+                    status = loop.parallel(*shape, *weights, *states, z_rows.ctypes.data, threads, *codes, blas.local)
+                else:
+                    rows = unit_split_rows(hidden, threads)
+                    split = tuple(
+                        np.ascontiguousarray(a[rows]) for a in (self.input_weights, self.bias, self.recurrent_weights)
+                    )
+                    status = loop.units(
+                        *shape,
+                        *(a.ctypes.data for a in split),
+                        *states,
+                        z_buffer.ctypes.data,
+                        block,
+                        threads,
+                        *codes,
+                        blas.local,
+                    )
+            finally:
+                blas.set(blas_count)
+            if status == 0:
+                return y, y[-1].copy(), cell
+            cell[...] = cell_state  # threads could not start: run serially from the start
+        if hidden < GATE_MAJOR_MAX_H and batch >= hidden:  # loops over H too short to vectorise
+            scratch = np.empty(2 * hidden * batch, dtype=self.dtype)
+            loop.gate_major(*shape, *weights, *states, z_buffer.ctypes.data, block, scratch.ctypes.data, *codes)
+        else:
+            loop.serial(*shape, *weights, *states, z_buffer.ctypes.data, block, *codes, loop.gemv)
+        return y, y[-1].copy(), cell
 
     def _input_projection(self, batch: int):
         """``project(x_rows, z_rows)``: z = x W' + b. With the same BLAS as the per-step gemm where
