@@ -26,6 +26,14 @@
 #define MLSTM_CLONES
 #endif
 
+/* The math helpers and cell loops must be inlined into each specialised loop, or it does not
+ * vectorise (GCC's inlining budget dropped one of them once this file grew). */
+#if defined(__GNUC__)
+#define MLSTM_INLINE static inline __attribute__((always_inline))
+#else
+#define MLSTM_INLINE static inline
+#endif
+
 typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *, const float *,
                          const float *, const int *, const float *, const int *, const float *, float *, const int *);
 typedef void (*sgemv_fn)(const char *, const int *, const int *, const float *, const float *, const int *,
@@ -42,14 +50,14 @@ typedef void (*dgemm_fn)(const char *, const char *, const int *, const int *, c
  * magic-number rounding (no float-to-int conversion, which would stop GCC vectorising the
  * selects) and applied as two factors 2^k1 2^(k-k1), so e^x overflows to +Inf and underflows
  * to 0 exactly where the true value does; NaN propagates through r. */
-static inline double pow2i_d(int64_t k) { /* 2^k, k in [-1022, 1023] */
+MLSTM_INLINE double pow2i_d(int64_t k) { /* 2^k, k in [-1022, 1023] */
     int64_t bits = (k + 1023) << 52;
     double s;
     memcpy(&s, &bits, sizeof s);
     return s;
 }
 
-static inline double exp_d(double x) {
+MLSTM_INLINE double exp_d(double x) {
     double xc = x > 710.0 ? 710.0 : x;
     xc = xc < -746.0 ? -746.0 : xc;
     const double kd = xc * 1.4426950408889634 + 6755399441055744.0; /* 1.5 * 2^52 */
@@ -76,7 +84,7 @@ static inline double exp_d(double x) {
     return p * pow2i_d(k1) * pow2i_d(k - k1);
 }
 
-static inline double tanh_d(double x) {
+MLSTM_INLINE double tanh_d(double x) {
     const double a = fabs(x);
     /* |x| < 0.3: odd Taylor series to x^23; beyond, (1 - e^-2a) / (1 + e^-2a) is well conditioned. */
     const double z = a * a;
@@ -100,14 +108,14 @@ static inline double tanh_d(double x) {
 
 /* ---------------------------------------------------------------- single */
 
-static inline float pow2i_f(int32_t k) { /* 2^k, k in [-126, 127] */
+MLSTM_INLINE float pow2i_f(int32_t k) { /* 2^k, k in [-126, 127] */
     int32_t bits = (k + 127) << 23;
     float s;
     memcpy(&s, &bits, sizeof s);
     return s;
 }
 
-static inline float exp_f(float x) {
+MLSTM_INLINE float exp_f(float x) {
     float xc = x > 89.0f ? 89.0f : x;
     xc = xc < -104.0f ? -104.0f : xc;
     const float kd = xc * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23 */
@@ -128,7 +136,7 @@ static inline float exp_f(float x) {
     return p * pow2i_f(k1) * pow2i_f(k - k1);
 }
 
-static inline float tanh_f(float x) {
+MLSTM_INLINE float tanh_f(float x) {
     const float a = fabsf(x);
     const float z = a * a;
     float s = 0.003592128036572481f; /* |x| < 0.3: odd Taylor series to x^15 */
@@ -149,19 +157,19 @@ static inline float tanh_f(float x) {
 /* GATE: 0 sigmoid, 1 hard-sigmoid. STATE: 0 tanh, 1 softsign, 2 relu.
  * z: (B, 4H) row-major, this step's pre-activations; c: (B, H) updated; h: (B, H) written. */
 #define DEFINE_CELLS(NAME, REAL, EXP, TANH)                                                                 \
-    static inline REAL NAME##_gate(REAL x, int gate) {                                                      \
+    MLSTM_INLINE REAL NAME##_gate(REAL x, int gate) {                                                      \
         if (gate == 0) return (REAL)1 / ((REAL)1 + EXP(-x));                                                \
         REAL y = (REAL)0.2 * x + (REAL)0.5;                                                                 \
         y = x < (REAL)-2.5 ? (REAL)0 : y;                                                                   \
         return x > (REAL)2.5 ? (REAL)1 : y;                                                                 \
     }                                                                                                       \
-    static inline REAL NAME##_state(REAL x, int state) {                                                    \
+    MLSTM_INLINE REAL NAME##_state(REAL x, int state) {                                                    \
         if (state == 0) return TANH(x);                                                                     \
         if (state == 1) return x / ((REAL)1 + (x < 0 ? -x : x));                                            \
         return (x > (REAL)0 || x != x) ? x : (REAL)0;                                                       \
     }                                                                                                       \
     /* Called with constant gate/state, so each of the six loops is specialised and branch-free. */           \
-    static inline void NAME##_cells_impl(REAL *restrict z, REAL *restrict c, REAL *restrict h, long B, long H, \
+    MLSTM_INLINE void NAME##_cells_impl(REAL *restrict z, REAL *restrict c, REAL *restrict h, long B, long H, \
                                          const int gate, const int state) {                                 \
         for (long b = 0; b < B; ++b) {                                                                      \
             const REAL *restrict zi = z + b * 4 * H, *restrict zf = zi + H, *restrict zg = zi + 2 * H,      \
@@ -251,7 +259,7 @@ DEFINE_RUN(f64, double, dgemm_fn, dgemv_fn)
  * cT, hT (H, B): every inner loop runs over the batch. Same arithmetic as the loop above.
  * zbuf: block*B*4H; state: 2*H*B scratch. */
 #define DEFINE_RUN_GATE_MAJOR(NAME, REAL, GEMM_T)                                                           \
-    static inline void NAME##_cells_gm_impl(REAL *restrict z, long ldz, REAL *restrict cT, REAL *restrict hT, \
+    MLSTM_INLINE void NAME##_cells_gm_impl(REAL *restrict z, long ldz, REAL *restrict cT, REAL *restrict hT, \
                                             long B, long H, const int gate, const int state) {              \
         for (long j = 0; j < H; ++j) {                                                                      \
             const REAL *restrict zi = z + j * ldz, *restrict zf = z + (H + j) * ldz;                        \
