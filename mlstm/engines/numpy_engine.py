@@ -3,13 +3,14 @@
 Time is processed in blocks of steps that share one preallocated gate buffer z (about 4 MB),
 so memory traffic and page faults do not grow with T:
 
-    z[block] = x[block] W' + b        one GEMM per block (NumPy's BLAS, all cores)
+    z[block] = x[block] W' + b        one GEMM per block
     per step: z_t += h_{t-1} R'       one BLAS gemm with beta=1, in place
               gates, states, Y[t]     one fused pass
 
-The per-step part runs in compiled C (``_cpu_lstm.c``, an optional extension built at install)
-when it is available, and otherwise as the NumPy loop below. Both keep float32 in float32. Set
-MLSTM_PURE_NUMPY=1 to force the NumPy loop.
+Both GEMMs go to the BLAS scipy ships (one thread pool). The whole loop runs in compiled C
+(``_cpu_lstm.c``, an optional extension built at install) when it is available, serially or
+split across threads by observations or by hidden units (:func:`cpu_plan`); otherwise the NumPy
+loop below runs. Both keep float32 in float32. MLSTM_PURE_NUMPY=1 forces the NumPy loop.
 
 NumPy loop: gates stored [i, f, o | g] so one call covers the three gate activations; for the
 logistic sigmoid the gate rows of W, R and b are negated once up front, so z holds -x and
@@ -267,6 +268,7 @@ class NumpyLSTM:
         self.recurrent_weights = np.ascontiguousarray(self.recurrent_weights_t.T)  # (4H, H), for C
         self.input_weights = np.ascontiguousarray(self.input_weights_t.T)  # (4H, In), for C
         self.bias = np.ascontiguousarray(bias[rows].astype(self.dtype) * sign[:, 0])
+        self._unit_split: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def empty_output(self, steps: int, batch: int) -> np.ndarray:
         return np.empty((steps, batch, self.hidden_size), dtype=self.dtype)
@@ -318,10 +320,7 @@ class NumpyLSTM:
                     z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
                     status = loop.parallel(*shape, *weights, *states, z_rows.ctypes.data, threads, *codes, blas.local)
                 else:
-                    rows = unit_split_rows(hidden, threads)
-                    split = tuple(
-                        np.ascontiguousarray(a[rows]) for a in (self.input_weights, self.bias, self.recurrent_weights)
-                    )
+                    split = self._unit_split_weights(threads)
                     status = loop.units(
                         *shape,
                         *(a.ctypes.data for a in split),
@@ -343,6 +342,15 @@ class NumpyLSTM:
         else:
             loop.serial(*shape, *weights, *states, z_buffer.ctypes.data, block, *codes, loop.gemv)
         return y, y[-1].copy(), cell
+
+    def _unit_split_weights(self, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """W, b, R with each thread's rows together (see :func:`unit_split_rows`), made once per
+        thread count: a streamed or batched run calls :meth:`run` many times."""
+        if threads not in self._unit_split:
+            rows = unit_split_rows(self.hidden_size, threads)
+            arrays = (self.input_weights, self.bias, self.recurrent_weights)
+            self._unit_split[threads] = tuple(np.ascontiguousarray(a[rows]) for a in arrays)
+        return self._unit_split[threads]
 
     def _input_projection(self, batch: int):
         """``project(x_rows, z_rows)``: z = x W' + b. With the same BLAS as the per-step gemm where
