@@ -19,6 +19,8 @@ from . import __version__
 from .errors import MlstmError
 from .options import ARGUMENT_NAMES, OPTION_CHOICES, parse_options, split_name_value
 
+# click >= 8.2 raises this for a bare `mlstm`; older click printed the help itself.
+NO_COMMAND = getattr(click.exceptions, "NoArgsIsHelpError", ())
 ROLE_LOOKUP = {role.lower(): role for role in ARGUMENT_NAMES}
 OUTPUT_NAMES = ("Y", "hiddenState", "cellState")
 
@@ -41,15 +43,24 @@ def cli(debug: bool) -> None:
 
 
 def split_tokens(tokens: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Separate INPUT files from Name=Value tokens (a token whose part before '=' is a word)."""
+    """Separate INPUT files from Name=Value tokens: a token with '=' is Name=Value unless it is an
+    existing file. A bare option name (``DataFormat`` with no ``=``) that is not a file is an error."""
+    from .options import resolve_name
+
     inputs: list[str] = []
     pairs: list[tuple[str, str]] = []
     for token in tokens:
-        head = token.partition("=")[0]
-        if "=" in token and head.replace("-", "").isalnum() and head[:1].isalpha():
+        if "=" in token and not os.path.exists(token):
             pairs.append(split_name_value(token))
-        else:
-            inputs.append(token)
+            continue
+        if token != "-" and not os.path.exists(token) and token.isalpha():
+            try:
+                name = resolve_name(token)
+            except MlstmError:
+                name = None
+            if name is not None:
+                raise MlstmError(f"expected Name=Value (for example {name}=...), found {token!r} with no value")
+        inputs.append(token)
     return inputs, pairs
 
 
@@ -837,6 +848,10 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=args, prog_name="mlstm", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
+    except NO_COMMAND:
+        commands = ", ".join(cli.list_commands(click.Context(cli)))
+        _echo_err(f"Error: mlstm: expected a command ({commands}); see mlstm --help")
+        code = 2
     except click.ClickException as exc:
         if debug:
             traceback.print_exc()

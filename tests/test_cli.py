@@ -214,6 +214,21 @@ def test_corrupt_and_foreign_files(tmp_path, infile, existing_output, content, f
     _check_untouched(existing_output, tmp_path)
 
 
+def test_bare_option_names_and_empty_names_are_usage_errors(tmp_path, infile, existing_output):
+    proc = run_mlstm("run", infile, "-o", existing_output, "DataFormat")
+    assert_one_line_error(proc, "expected Name=Value", "'DataFormat' with no value")
+    assert_one_line_error(run_mlstm("run", infile, "-o", existing_output, "=CBT"), "Name=Value", "'=CBT'")
+    _check_untouched(existing_output, tmp_path)
+    # A file whose name has '=' in it is still an input.
+    odd = tmp_path / "a=b.mat"
+    odd.write_bytes(open(infile, "rb").read())
+    run_mlstm("run", odd, "-o", tmp_path / "o.mat", "DataFormat=CBT", check=0)
+
+
+def test_no_command_is_one_error_line():
+    assert_one_line_error(run_mlstm(), "expected a command", "run", "--help")
+
+
 def test_missing_input_file(tmp_path, existing_output):
     proc = run_mlstm("run", tmp_path / "nope.mat", "-o", existing_output, "DataFormat=CBT")
     assert_one_line_error(proc, "nope.mat", "No such file")
@@ -236,6 +251,14 @@ def test_cupy_engine_without_gpu_is_an_error(tmp_path, infile):
     proc = run_mlstm("run", infile, "-o", tmp_path / "o.mat", "DataFormat=CBT", "--engine", "cupy")
     assert_one_line_error(proc, "engine", "cupy")
     assert not (tmp_path / "o.mat").exists()
+
+
+def test_engine_auto_says_which_engine_ran(tmp_path, infile):
+    from mlstm.engines import cupy_unavailable_reason
+
+    proc = run_mlstm("run", infile, "-o", tmp_path / "o.mat", "DataFormat=CBT", "--engine", "auto", "-v", check=0)
+    expected = "numpy" if cupy_unavailable_reason() else "cupy"
+    assert f"engine={expected} " in proc.stderr
 
 
 def test_debug_shows_traceback(tmp_path, infile):
