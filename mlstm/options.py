@@ -41,9 +41,15 @@ def resolve_name(name: str) -> str:
     matches = [full for full in OPTION_CHOICES if key and full.lower().startswith(key)]
     valid = ", ".join(OPTION_CHOICES)
     if not matches:
-        raise MlstmError(f"unknown name-value option {name!r}; valid names are {valid}")
+        raise MlstmError(
+            f"unknown name-value option {name!r}; valid names are {valid} "
+            f"(expected one of them or an unambiguous prefix, found {name!r})"
+        )
     if len(matches) > 1:
-        raise MlstmError(f"ambiguous name-value option {name!r} matches {', '.join(matches)}; valid names are {valid}")
+        raise MlstmError(
+            f"ambiguous name-value option {name!r} matches {', '.join(matches)}; valid names are {valid} "
+            f"(expected an unambiguous prefix, found {name!r})"
+        )
     return matches[0]
 
 
@@ -79,7 +85,9 @@ def parse_options(pairs: Iterable[tuple[str, object]]) -> Options:
     for name, value in pairs:
         full = resolve_name(name)
         if full in seen:
-            raise MlstmError(f"name-value option {full} given twice (as {seen[full]!r} and {name!r})")
+            raise MlstmError(
+                f"name-value option {full} given twice (as {seen[full]!r} and {name!r}); expected each name once"
+            )
         seen[full] = name
         values[full] = resolve_value(full, value)
     return Options(
