@@ -133,3 +133,33 @@ def test_c_exp_and_tanh_against_numpy(dtype, name, ulps):
             assert np.array_equal(np.signbit(y[-2:]), [False, True]) and not y[-2:].any()
         else:
             assert np.array_equal(y[-2:], [1, 1])
+
+
+@pytest.mark.skipif(not COMPILED, reason="extension not built")
+def test_random_shapes_every_plan_against_reference(monkeypatch):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None)
+    @given(
+        st.integers(1, 6),
+        st.integers(1, 40),
+        st.integers(1, 20),
+        st.integers(1, 6),
+        st.sampled_from(["serial", "batch", "units"]),
+        st.sampled_from(["sigmoid", "hard-sigmoid"]),
+        st.sampled_from(["tanh", "softsign", "relu"]),
+        st.sampled_from([np.float64, np.float32]),
+        st.integers(0, 2**31),
+    )
+    def check(C, H, B, T, plan, gate, state, dtype, seed):
+        monkeypatch.setenv("MLSTM_CPU_PLAN", plan)
+        monkeypatch.setenv("MLSTM_NUM_THREADS", "2")
+        args = random_problem(np.random.default_rng(seed), C=C, H=H, B=B, T=T, scale=0.3, dtype=dtype)
+        (Y, h, c), _ = run_engine(args, True, gate, state)
+        Yr, hr, cr = reference_lstm(*args, "CBT", gate=gate, state=state)
+        tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+        for got, want in ((Y, Yr), (h, hr), (c, cr)):
+            np.testing.assert_allclose(got, want, **tol)
+
+    check()
