@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MlstmError
+from .io.hdf5 import decode_text
 
 FOREIGN_FORMATS = ("onnx", "pytorch", "keras")
 PICKLE_ADVICE = (
@@ -397,11 +398,7 @@ def read_keras(path: str, handle: Any, layer: str | None = None) -> dict[str, An
     config = next((c for n, c in _keras_config(handle).items() if n and n in name.split("/")), None)
     if config is not None:
         act, rec = config.get("activation", "tanh"), config.get("recurrent_activation", "sigmoid")
-        keras_version = str(
-            handle.attrs.get("keras_version", b"2").decode()
-            if isinstance(handle.attrs.get("keras_version"), bytes)
-            else handle.attrs.get("keras_version", "2")
-        )
+        keras_version = decode_text(handle.attrs.get("keras_version", "2"))
         gates = {"sigmoid": "sigmoid"}
         if not keras_version.startswith("3"):
             gates["hard_sigmoid"] = "hard-sigmoid"  # Keras 2: clip(0.2x + 0.5); Keras 3's is x/6 + 0.5
@@ -412,9 +409,10 @@ def read_keras(path: str, handle: Any, layer: str | None = None) -> dict[str, An
             )
         if act not in ("tanh", "softsign", "relu"):
             raise MlstmError(f"{path}: layer {name!r}: activation {act!r} is not tanh, softsign or relu")
-        for flag, why in (("go_backwards", "runs backwards"), ("unit_forget_bias", None)):
-            if why and config.get(flag):
-                raise MlstmError(f"{path}: layer {name!r}: {flag} = true {why}; MATLAB's lstm runs forward only")
+        if config.get("go_backwards"):
+            raise MlstmError(
+                f"{path}: layer {name!r}: go_backwards = true runs backwards; MATLAB's lstm runs forward only"
+            )
         out["GateActivationFunction"] = gates[rec]
         out["StateActivationFunction"] = act
     return out
