@@ -83,11 +83,20 @@ def prepare_runner(backend: Any, problem: Problem) -> Any:
     )
 
 
+PROGRESS_BLOCKS = 50
+
+
 def run_in_chunks(
     runner: Any, problem: Problem, chunk_steps: int | None, progress: Callable[[int, int], None] | None
 ) -> tuple[Any, Any, Any]:
-    """The engine over all of ``problem.x``, ``chunk_steps`` at a time, carrying h and c."""
+    """The engine over all of ``problem.x``, ``chunk_steps`` at a time, carrying h and c.
+
+    With a progress callback and no chunk size, about 50 blocks, so the display moves (the
+    engine runs a whole block per call; blocks give the same result, tested bit for bit).
+    """
     steps = problem.num_steps
+    if progress is not None and not chunk_steps:
+        chunk_steps = max(1, -(-steps // PROGRESS_BLOCKS))
     if not chunk_steps or chunk_steps >= steps:
         out = runner.run(problem.x, problem.hidden_state, problem.cell_state)
         if progress:

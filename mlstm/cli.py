@@ -390,7 +390,8 @@ def run(
                     f"output={output} ({fmt})"
                 )
             return
-        result = inputs.compute(mapping, pairs, engine.lower(), chunk_steps=chunk_steps, progress=bar)
+        shown = bar if bar.enabled else None  # blocks only when someone watches
+        result = inputs.compute(mapping, pairs, engine.lower(), chunk_steps=chunk_steps, progress=shown)
     bar.close()
     computed = time.perf_counter()
     variables = _output_variables(result)

@@ -172,3 +172,13 @@ def test_progress_bar_on_a_terminal():
     bar(5, 10)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+def test_progress_without_a_chunk_size_moves_and_changes_nothing():
+    args = random_problem(np.random.default_rng(3), C=3, H=4, B=2, T=120)
+    whole = compute(*args, options=Options("CBT"))
+    seen = []
+    shown = compute(*args, options=Options("CBT"), progress=lambda done, total: seen.append(done))
+    assert len(seen) == 40 and seen[-1] == 120  # about 50 blocks: ceil(120 / 50) = 3 steps each
+    for name in ("Y", "hiddenState", "cellState"):
+        np.testing.assert_array_equal(getattr(shown, name), getattr(whole, name))
