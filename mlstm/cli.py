@@ -275,6 +275,14 @@ def _weights_options(f: Any) -> Any:
     return f
 
 
+_hdf5_order_option = click.option(
+    "--hdf5-order",
+    type=click.Choice(["numpy", "matlab"], case_sensitive=False),
+    default="numpy",
+    show_default=True,
+    help="Plain HDF5 dataset order: numpy (shape is the MATLAB size) or matlab (reversed, as h5write writes).",
+)
+
 _input_options = [
     click.option(
         "--var",
@@ -284,13 +292,7 @@ _input_options = [
         help="Read a MATLAB argument (X, H0, C0, weights, recurrentWeights, bias) from another variable "
         "or HDF5 path, e.g. --var X=signals or --var X=/data/x.",
     ),
-    click.option(
-        "--hdf5-order",
-        type=click.Choice(["numpy", "matlab"], case_sensitive=False),
-        default="numpy",
-        show_default=True,
-        help="Plain HDF5 dataset order: numpy (shape is the MATLAB size) or matlab (reversed, as h5write writes).",
-    ),
+    _hdf5_order_option,
     click.option(
         "--engine",
         type=click.Choice(["numpy", "cupy", "auto"], case_sensitive=False),
@@ -445,13 +447,7 @@ def _too_big_for_mat5(x: Any, inputs: Inputs, mapping: dict[str, str]) -> bool:
 
 @cli.command()
 @click.argument("path", metavar="FILE")
-@click.option(
-    "--hdf5-order",
-    type=click.Choice(["numpy", "matlab"], case_sensitive=False),
-    default="numpy",
-    show_default=True,
-    help="How plain HDF5 shapes map to MATLAB sizes.",
-)
+@_hdf5_order_option
 @_debug_option
 def info(path: str, hdf5_order: str, debug: bool) -> None:
     """List the variables of FILE with MATLAB size and class."""
@@ -488,9 +484,7 @@ def _read_outputs(f: Any, required: bool) -> dict[str, Any]:
 @click.argument("expected_path", metavar="EXPECTED")
 @_tolerance_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option(
-    "--hdf5-order", type=click.Choice(["numpy", "matlab"], case_sensitive=False), default="numpy", show_default=True
-)
+@_hdf5_order_option
 @_debug_option
 def check(
     actual_path: str,
@@ -628,9 +622,7 @@ def verify(
 )
 @click.option("--node", metavar="NAME", help="ONNX LSTM node name, or PyTorch module prefix.")
 @click.option("--layer", metavar="K|NAME", help="PyTorch layer index K (*_lK) or Keras layer name.")
-@click.option(
-    "--hdf5-order", type=click.Choice(["numpy", "matlab"], case_sensitive=False), default="numpy", show_default=True
-)
+@_hdf5_order_option
 @_debug_option
 def convert(
     source: str,

@@ -352,14 +352,22 @@ class NumpyLSTM:
             self._unit_split[threads] = tuple(np.ascontiguousarray(a[rows]) for a in arrays)
         return self._unit_split[threads]
 
+    def _scipy_gemm(self, batch: int) -> Any:
+        """scipy's BLAS gemm for this class when B * 4H is large enough to pay for it, else None.
+        The input projection and the recurrent product ask the same question, so they always
+        use the same BLAS (two BLAS copies with two thread pools, alternating, cost up to 2x)."""
+        if batch * 4 * self.hidden_size < 4096:
+            return None  # tiny problems: np.matmul, and no scipy.linalg import
+        from scipy.linalg import blas
+
+        return blas.sgemm if self.dtype == np.float32 else blas.dgemm
+
     def _input_projection(self, batch: int):
         """``project(x_rows, z_rows)``: z = x W' + b. With the same BLAS as the per-step gemm where
         that one is used (two BLAS copies with two thread pools, alternating, cost up to 2x)."""
         w_t, bias = self.input_weights_t, self.bias
-        if batch * w_t.shape[1] >= 4096:
-            from scipy.linalg import blas
-
-            gemm = blas.sgemm if self.dtype == np.float32 else blas.dgemm
+        gemm = self._scipy_gemm(batch)
+        if gemm is not None:
 
             def project(x_rows: np.ndarray, z_rows: np.ndarray) -> None:
                 z_rows[...] = bias
@@ -406,10 +414,8 @@ class NumpyLSTM:
         per step (about 15% at B=256, H=64). Tiny problems skip importing scipy.linalg.
         """
         r_t = self.recurrent_weights_t
-        if batch * r_t.shape[1] >= 4096:
-            from scipy.linalg import blas
-
-            gemm = blas.sgemm if self.dtype == np.float32 else blas.dgemm
+        gemm = self._scipy_gemm(batch)
+        if gemm is not None:
             r_f = r_t.T  # Fortran-contiguous (4H, H)
             probe = z0.copy()
             out = gemm(1.0, r_f, h0.T, beta=1.0, c=probe.T, overwrite_c=1)
