@@ -67,7 +67,7 @@ def compute(
     Y, hidden_state, cell_state = problem.restore(y, hidden, cell)
     if backend.name == "cupy" and array_module(problem.x) is np:
         # NumPy in, NumPy out: the GPU is an implementation detail for the caller.
-        Y, hidden_state, cell_state = (a.get() for a in (Y, hidden_state, cell_state))
+        Y, hidden_state, cell_state = (a if isinstance(a, np.ndarray) else a.get() for a in (Y, hidden_state, cell_state))
     return Result(Y, hidden_state, cell_state, problem.y_format, backend.name, problem)
 
 
@@ -102,7 +102,7 @@ def run_in_chunks(
         if progress:
             progress(steps, steps)
         return out
-    y = runner.empty_output(steps, problem.batch_size)
+    y = runner.empty_output(steps, problem.batch_size, like=problem.x)
     hidden, cell = problem.hidden_state, problem.cell_state
     for start in range(0, steps, chunk_steps):
         stop = min(start + chunk_steps, steps)

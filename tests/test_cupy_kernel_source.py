@@ -65,6 +65,7 @@ def run_with_kernel(lib, X, H0, C0, W, R, b, dtype):
     h = np.ascontiguousarray(np.broadcast_to(H0.reshape(H, -1).T, (B, H)), dtype)
     c = np.ascontiguousarray(np.broadcast_to(C0.reshape(H, -1).T, (B, H)), dtype)
     Y = np.empty((T, B, H), dtype)
+    zero_bias = np.zeros(4 * H, dtype)  # b is in zx here; the kernel adds its own bias argument
     ptr = ctypes.c_void_p
     for t in range(T):
         zx = np.ascontiguousarray(X[:, :, t].T @ W.T + b.reshape(-1))
@@ -72,6 +73,7 @@ def run_with_kernel(lib, X, H0, C0, W, R, b, dtype):
         lib.lstm_step_host(
             ptr(zx.ctypes.data),
             ptr(zr.ctypes.data),
+            ptr(zero_bias.ctypes.data),
             ptr(c.ctypes.data),
             ptr(Y[t].ctypes.data),
             ctypes.c_longlong(B),

@@ -270,7 +270,7 @@ class NumpyLSTM:
         self.bias = np.ascontiguousarray(bias[rows].astype(self.dtype) * sign[:, 0])
         self._unit_split: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def empty_output(self, steps: int, batch: int) -> np.ndarray:
+    def empty_output(self, steps: int, batch: int, like: Any = None) -> np.ndarray:
         return np.empty((steps, batch, self.hidden_size), dtype=self.dtype)
 
     def run(
