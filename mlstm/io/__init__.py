@@ -166,11 +166,20 @@ def _hdf5_offset(head: bytes) -> int | None:
     return None
 
 
+def is_matlab_header(head: bytes) -> bool:
+    """MATLAB's 128-byte MAT header: descriptive text, then version and endian indicator ('IM'/'MI').
+
+    Not the "7.3" text: MATLAB 7.4 (R2007a) writes HDF5-based MAT files whose header says
+    "MATLAB 7.0 MAT-file ... HDF5 schema 0.05"; they follow the v7.3 conventions all the same.
+    """
+    return len(head) >= 128 and head.startswith(b"MATLAB") and b"MAT-file" in head[:116] and head[126:128] in (b"IM", b"MI")
+
+
 def sniff(head: bytes) -> str:
     """'mat4', 'mat5', 'mat73', 'hdf5' or 'unknown' from a file's first bytes (>= 4096 if it has them)."""
     offset = _hdf5_offset(head)
     if offset is not None:
-        return "mat73" if offset == 512 and head.startswith(MAT73_TEXT) else "hdf5"
+        return "mat73" if offset == 512 and is_matlab_header(head) else "hdf5"
     if len(head) >= 128 and head[126:128] in (b"IM", b"MI") and not head.startswith(b"\0\0\0\0"):
         return "mat5"
     from .mat import looks_like_mat4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Any
 
@@ -45,6 +46,59 @@ def _describe(value: Any) -> str | None:
     return None
 
 
+# scipy's class names that differ from MATLAB's `whos`.
+_WHOS_CLASS = {"function": "function_handle"}
+_HIDDEN = ("__function_workspace__",)  # MATLAB's subsystem data (class definitions), not a variable
+MCOS_MAGIC = 0xDD000000
+
+
+def _opaque_info(value: Any) -> tuple[str, tuple[int, ...], str] | None:
+    """(name, MATLAB size, class) of a MATLAB object stored as an opaque MCOS element (e.g. string)."""
+    try:
+        record = value[0] if getattr(value, "shape", ()) else value
+        name, _, cls, data = (record[k] for k in range(4))
+        name = name.decode("latin1") if isinstance(name, bytes) else str(name)
+        cls = cls.decode("latin1") if isinstance(cls, bytes) else str(cls)
+        words = np.asarray(data).ravel()
+        size: tuple[int, ...] = (1, 1)
+        if words.size >= 2 and int(words[0]) == MCOS_MAGIC and words.size >= 2 + int(words[1]):
+            size = tuple(int(d) for d in words[2 : 2 + int(words[1])])
+        return name, size, cls
+    except Exception:
+        return None
+
+
+def list_mat5_variables(stream: Any) -> list[tuple[str, tuple[int, ...], str]]:
+    """``scipy.io.whosmat`` for MAT v5/v7, one variable at a time, so that a MATLAB object that
+    whosmat cannot size (a ``string``, stored as an opaque MCOS element) is listed with its class
+    instead of making the whole file unreadable."""
+    from scipy.io.matlab._mio5 import MatFile5Reader
+    from scipy.io.matlab._mio5_params import mclass_info
+
+    if isinstance(stream, (str, os.PathLike)):
+        with open(stream, "rb") as fh:
+            return list_mat5_variables(fh)
+    reader = MatFile5Reader(stream, chars_as_strings=False)
+    reader.mat_stream.seek(0)
+    reader.initialize_read()
+    reader.read_file_header()
+    out = []
+    while not reader.end_of_stream():
+        header, next_position = reader.read_var_header()
+        name = header.name.decode("latin1") if header.name is not None else None
+        try:
+            shape = tuple(reader._matrix_reader.shape_from_header(header))
+            cls = "logical" if header.is_logical else mclass_info.get(header.mclass, "unknown")
+        except Exception:
+            opaque = _opaque_info(reader.read_var_array(header, process=True))
+            if opaque is None:
+                raise
+            name, shape, cls = opaque
+        out.append((name if name else "__function_workspace__", shape, cls))
+        reader.mat_stream.seek(next_position)
+    return out
+
+
 class MatFile(MatrixFile):
     """A MAT v4/v6/v7 file, loaded with ``scipy.io.loadmat`` one variable at a time."""
 
@@ -56,7 +110,13 @@ class MatFile(MatrixFile):
         try:
             import scipy.io
 
-            self._whos = scipy.io.whosmat(self._rewind(), appendmat=False, chars_as_strings=False)
+            try:
+                whos = scipy.io.whosmat(self._rewind(), appendmat=False, chars_as_strings=False)
+            except Exception:
+                if kind != "mat5":
+                    raise
+                whos = list_mat5_variables(self._rewind())  # e.g. a MATLAB string object inside
+            self._whos = [(n, tuple(shape), _WHOS_CLASS.get(c, c)) for n, shape, c in whos if n not in _HIDDEN]
         except Exception as exc:
             raise self.error(
                 f"expected a readable {self.kind} file, found a damaged or truncated one ({type(exc).__name__}: {exc})"
@@ -85,6 +145,13 @@ class MatFile(MatrixFile):
 
         if name not in self.names():
             raise self.error(f"no such variable (the file has {', '.join(self.names()) or 'no variables'})", name)
+        cls = self._classes.get(name)
+        if cls == "string":
+            raise self.error(
+                f"holds a MATLAB string object, expected a numeric array or char vector; "
+                f"save it as char in MATLAB ({name} = char({name}); save(..., '{name}'))",
+                name,
+            )
         try:
             loaded = scipy.io.loadmat(
                 self._rewind(), variable_names=[name], appendmat=False, squeeze_me=False, chars_as_strings=True
@@ -101,9 +168,13 @@ class MatFile(MatrixFile):
         problem = _describe(value)
         if problem:
             raise self.error(f"holds {problem}", name)
-        if self._classes.get(name) == "logical":
+        if cls == "logical":
             # scipy gives MATLAB's logical as uint8; keep its class so the error names it.
             return value.astype(np.bool_)
+        if cls in ("double", "single") and isinstance(value, np.ndarray) and value.dtype.kind in "iub":
+            # MATLAB stores integer-valued doubles (zeros(3,1), 1:10) in small integer types; the
+            # class stays double (single), as whosmat says. Complex values stay complex (an error).
+            return value.astype(np.float64 if cls == "double" else np.float32)
         if isinstance(value, np.ndarray) and value.dtype.kind == "U":
             # chars_as_strings gives one string per row; a char row vector is one string.
             return "\n".join(str(row) for row in value.ravel())

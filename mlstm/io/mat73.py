@@ -90,11 +90,30 @@ class Mat73File(MatrixFile):
                 else:
                     size = tuple(reversed(obj.shape))
             else:
-                size = (1, 1)
+                size = self._group_size(obj, cls)
             if obj.dtype.names if isinstance(obj, h5py.Dataset) else False:
                 cls = f"complex {cls}"
             out.append(VariableInfo(name, size, cls))
         return out
+
+    def _group_size(self, group: Any, cls: str) -> tuple[int, ...]:
+        """MATLAB size of a variable stored as an HDF5 group, as `whos` gives it."""
+        h5py = _h5py()
+        if cls == "sparse":  # MATLAB_sparse holds the row count; jc has one entry per column, plus one
+            rows = int(np.asarray(group.attrs["MATLAB_sparse"]).ravel()[0])
+            jc = group.get("jc")
+            cols = int(jc.shape[0]) - 1 if isinstance(jc, h5py.Dataset) and jc.shape else 0
+            return (rows, max(cols, 0))
+        fields = [group[k] for k in group.keys()]
+        # A struct array stores each field as a dataset of references, one per element, shaped
+        # like the array (reversed) and without a MATLAB_class; a scalar struct's fields carry one.
+        if (
+            cls == "struct"
+            and fields
+            and all(isinstance(f, h5py.Dataset) and f.dtype.kind == "O" and "MATLAB_class" not in f.attrs for f in fields)
+        ):
+            return tuple(reversed(fields[0].shape))
+        return (1, 1)
 
     def dataset(self, name: str) -> Any:
         """The h5py dataset of a numeric variable (for streaming reads); shape is reversed."""
