@@ -163,3 +163,22 @@ def test_random_shapes_every_plan_against_reference(monkeypatch):
             np.testing.assert_allclose(got, want, **tol)
 
     check()
+
+
+@pytest.mark.parametrize("threads", ["80", "128"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_unit_split_beyond_the_c_thread_limit_stays_right(monkeypatch, threads, dtype):
+    """More threads than the C unit split allows (64): the Python side must permute R's rows for
+    the count that actually runs (it once permuted for 80 while C ran 64: max error 0.4)."""
+    from reference import random_problem, reference_lstm
+
+    from mlstm import lstm
+
+    monkeypatch.setenv("MLSTM_CPU_PLAN", "units")
+    monkeypatch.setenv("MLSTM_NUM_THREADS", threads)
+    args = random_problem(np.random.default_rng(int(threads)), C=3, H=160, B=1, T=5, scale=0.05, dtype=dtype)
+    got = lstm(*args, DataFormat="CBT")
+    want = reference_lstm(*args, "CBT")
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, **tol)

@@ -334,6 +334,10 @@ DEFINE_RUN(f64, double, dgemm_fn, dgemv_fn)
 DEFINE_RUN_GATE_MAJOR(f32, float, sgemm_fn)
 DEFINE_RUN_GATE_MAJOR(f64, double, dgemm_fn)
 
+/* The unit split's thread limit, read by numpy_engine.py (one limit for both sides). */
+#define MLSTM_MAX_UNIT_THREADS 64
+const int mlstm_max_unit_threads = MLSTM_MAX_UNIT_THREADS;
+
 /* ---------------------------------------------------------------- batch-parallel time loop (exported) */
 
 /* Observations are independent, so each thread runs the whole recurrence for its own contiguous
@@ -486,11 +490,11 @@ static void barrier_wait(mlstm_barrier *b, int *local_sense) {
     int mlstm_run_units_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, \
                                const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block,       \
                                int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr) {    \
-        if (nthreads > H) nthreads = (int)H;                                                                \
-        if (nthreads < 2) return -1;                                                                        \
-        NAME##_unit_job jobs[64];                                                                           \
-        pthread_t threads[64];                                                                              \
-        if (nthreads > 64) nthreads = 64;                                                                   \
+        /* The caller permuted R's rows for exactly nthreads slices: refuse (serial fallback), never  \
+         * change the count here. */                                                                      \
+        if (nthreads > H || nthreads < 2 || nthreads > MLSTM_MAX_UNIT_THREADS) return -1;                  \
+        NAME##_unit_job jobs[MLSTM_MAX_UNIT_THREADS];                                                       \
+        pthread_t threads[MLSTM_MAX_UNIT_THREADS];                                                          \
         mlstm_barrier barrier = {0, 0, nthreads};                                                           \
         int go = 0;                                                                                         \
         for (int i = 0; i < nthreads; ++i) {                                                                \

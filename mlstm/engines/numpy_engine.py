@@ -123,6 +123,7 @@ def compiled_loop() -> Any:
             [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_long] + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
         )
         loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gate_major, units, gemm, gemv, blas_threads)
+        loops[np.dtype(dtype)].max_unit_threads = ctypes.c_int.in_dll(lib, "mlstm_max_unit_threads").value
     return loops
 
 
@@ -141,6 +142,7 @@ class CompiledLoop:
     ):
         self.serial, self.parallel, self.gate_major, self.units = serial, parallel, gate_major, units
         self.gemm, self.gemv, self.blas_threads = gemm, gemv, blas_threads
+        self.max_unit_threads = 1  # set from the library by the loader
 
 
 class BlasThreads:
@@ -313,6 +315,8 @@ class NumpyLSTM:
         codes = (self.gate_code, self.state_code, loop.gemm)
         blas = loop.blas_threads
         plan, threads = cpu_plan(steps, batch, self.input_size, hidden, self.dtype) if blas else ("serial", 1)
+        if plan == "units":  # the C side's limit, so the rows are permuted for the count that runs
+            threads = min(threads, loop.max_unit_threads, hidden)
         if plan in ("batch", "units"):
             blas_count = blas.get()
             try:
