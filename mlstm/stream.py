@@ -16,7 +16,7 @@ import numpy as np
 from .api import auto_chunk_steps, prepare_runner
 from .engines import get_engine
 from .errors import MlstmError
-from .formats import Problem, canonical_x, matlab_shape, parse_data_format, resolve
+from .formats import Problem, canonical_x, check_class, matlab_shape, parse_data_format, resolve
 from .options import ARGUMENT_NAMES, Options
 
 
@@ -59,6 +59,9 @@ def stream_lstm(
     def block(start: int, stop: int) -> Any:
         return x.read(time_axis, start, stop)
 
+    # Classes first (as the in-memory path checks them), so no size is derived from a char, cell,
+    # integer or complex argument; every other check runs in resolve on the first block.
+    arguments = {name: check_class(name, arguments[name]) for name in ARGUMENT_NAMES[1:]}
     itemsize = 4 if any(np.dtype(a.dtype) == np.float32 for a in [x, *arguments.values()]) else 8
     input_size = int(np.prod([s for s, lab in zip(fmt.sizes, fmt.labels) if lab in "SC"], dtype=np.int64))
     hidden = int(np.shape(arguments["H0"])[0]) if np.ndim(arguments["H0"]) else 1  # checked by resolve below

@@ -182,3 +182,31 @@ def test_progress_without_a_chunk_size_moves_and_changes_nothing():
     assert len(seen) == 40 and seen[-1] == 120  # about 50 blocks: ceil(120 / 50) = 3 steps each
     for name in ("Y", "hiddenState", "cellState"):
         np.testing.assert_array_equal(getattr(shown, name), getattr(whole, name))
+
+
+BAD_ARGUMENTS = [
+    ("H0", "abc"),  # char
+    ("H0", np.array([[1, 2]], dtype=np.int32)),  # integer class
+    ("C0", np.ones((2, 4)) + 1j),  # complex
+    ("weights", np.ones((8, 3), dtype=np.uint8)),
+    ("bias", np.zeros((0, 1))),  # empty: wrong size
+    ("recurrentWeights", np.ones((8, 2, 2))),  # 3-D
+]
+
+
+@pytest.mark.parametrize("role,value", BAD_ARGUMENTS, ids=[f"{r}-{i}" for i, (r, _) in enumerate(BAD_ARGUMENTS)])
+def test_streamed_bad_input_reports_as_in_memory(tmp_path, role, value):
+    """Every bad argument gives the same one-line Error: streamed (X in a v7.3 file) as in memory."""
+    args = dict(zip(NAMES, random_problem(np.random.default_rng(2), C=3, H=2, B=4, T=9)))
+    args[role] = value
+    x_file, rest = str(tmp_path / "x73.mat"), str(tmp_path / "rest.mat")
+    write_variables(x_file, {"X": args.pop("X")}, "mat73")
+    scipy.io.savemat(rest, args)
+    out = tmp_path / "o.h5"
+    out.write_bytes(b"precious")
+    streamed = run_mlstm("run", x_file, rest, "-o", out, "DataFormat=CBT", "--chunk-steps", "2")
+    line = assert_one_line_error(streamed, role)
+    assert "unexpected" not in line
+    in_memory = run_mlstm("run", x_file, rest, "-o", tmp_path / "o.mat", "DataFormat=CBT")  # MAT v7: in memory
+    assert in_memory.stderr == streamed.stderr
+    assert out.read_bytes() == b"precious" and not (tmp_path / "o.mat").exists()
