@@ -762,7 +762,7 @@ def batch(
     parse_options(pairs)
     fmt = output_format.lower()
     order = hdf5_order.lower()
-    share = parse_shard(shard) if shard else shard_from_environment(os.environ)
+    share = parse_shard(shard) if shard is not None else shard_from_environment(os.environ)
     jobs = plan(select_shard(expand_inputs(items), share), out_dir, fmt)
     if not os.path.isdir(out_dir):
         try:

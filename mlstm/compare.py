@@ -9,10 +9,14 @@ rtol 1e-12 / atol 1e-13, single rtol 1e-5 / atol 1e-6; a value passes when
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .errors import MlstmError
 
 from .formats import matlab_class, matlab_shape, matlab_size
 
@@ -147,6 +151,9 @@ def compare_outputs(
     ``compute_class`` is the class the outputs were computed in, when known ("single" widens
     the default tolerances even for double outputs, as MATLAB's mixed-class rule makes them).
     """
+    for option, value in (("--rtol", rtol), ("--atol", atol)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise MlstmError(f"expected a finite tolerance >= 0, found {value!r}", option)
     report = Report()
     for name in names:
         if name not in expected:

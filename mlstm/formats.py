@@ -131,10 +131,12 @@ def parse_data_format(data_format: str, shape: tuple[int, ...], argument: str = 
         raise MlstmError(
             f"expected a character vector or string scalar, found {type(data_format).__name__}", "DataFormat"
         )
-    labels = data_format.strip().upper()
-    if not labels:
+    stripped = data_format.strip()
+    if not stripped:
         raise MlstmError("expected a format such as 'CBT', found an empty format", "DataFormat")
-    bad = sorted({ch for ch in labels if ch not in FORMAT_LABELS})
+    # ASCII letters only: Unicode case folding would turn 'ſCBT' (long s) into 'SCBT'.
+    bad = sorted({ch for ch in stripped if not ch.isascii() or ch.upper() not in FORMAT_LABELS})
+    labels = stripped.upper()
     if bad:
         raise MlstmError(
             f"expected only the labels S, C, B, T, U in {data_format!r}, found {', '.join(repr(b) for b in bad)}",
