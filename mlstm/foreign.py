@@ -49,6 +49,10 @@ def _blocks(a: np.ndarray, order: tuple[int, ...], axis: int = 0) -> np.ndarray:
 def sniff_weights(path: str, head: bytes) -> str | None:
     """'onnx', 'pytorch', 'pickle', 'keras-or-hdf5' or None (a MAT/HDF5 file read the usual way)."""
     ext = os.path.splitext(path)[1].lower()
+    # safetensors first, by structure (u64 header length, then a JSON object): a header length
+    # whose low byte is 0x80 (1 in 32 of them) starts the file with pickle's protocol byte.
+    if len(head) >= 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < (1 << 28):
+        return "pytorch"
     if ext in (".pt", ".pth", ".pkl", ".ckpt") or head[:1] == b"\x80":
         return "pickle"
     if head.startswith(b"PK\x03\x04"):
@@ -60,8 +64,6 @@ def sniff_weights(path: str, head: bytes) -> str | None:
         if any(n.endswith("data.pkl") for n in names):
             return "pickle"  # torch.save's zip container
         return "pytorch"  # .npz
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 28):
-        return "pytorch"  # safetensors: u64 header length, then JSON
     if ext == ".onnx":
         return "onnx"
     return None

@@ -354,3 +354,36 @@ def test_convert_refuses_matlab_variables_and_weights_flags_need_weights(tmp_pat
         run_mlstm("run", xpath, "--node", "a", "-o", tmp_path / "o.mat", "DataFormat=TBC"), "--weights"
     )
     assert not os.path.exists(tmp_path / "w.mat")
+
+
+def test_safetensors_whose_header_length_starts_with_0x80(tmp_path, x_file):
+    """A valid safetensors file whose 8-byte header length begins with 0x80 (pickle's protocol
+    byte) is read as safetensors, giving what the same tensors give in an ordinary file."""
+    import json
+    import struct
+
+    st = pytest.importorskip("safetensors.numpy")
+    xpath, _ = x_file
+    w = matlab_weights(9)
+    tensors = {
+        "weight_ih_l0": np.ascontiguousarray(w["weights"], np.float64),
+        "weight_hh_l0": np.ascontiguousarray(w["recurrentWeights"], np.float64),
+        "bias_ih_l0": np.ascontiguousarray(w["bias"].reshape(-1), np.float64),
+        "bias_hh_l0": np.zeros(w["bias"].size),
+    }
+    plain = tmp_path / "plain.safetensors"
+    st.save_file(tensors, str(plain))
+    data = plain.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header).encode()
+    length = -(-(len(text) + 1) // 256) * 256 + 0x80  # low byte 0x80; padded with spaces (allowed)
+    padded = tmp_path / "padded.safetensors"
+    padded.write_bytes(struct.pack("<Q", length) + text.ljust(length) + data[8 + n :])
+    assert padded.read_bytes()[:1] == b"\x80"
+    outs = []
+    for path in (plain, padded):
+        out = tmp_path / f"{path.stem}.mat"
+        run_mlstm("run", xpath, "--weights", path, "-o", out, "DataFormat=TBC", check=0)
+        outs.append(scipy.io.loadmat(out)["Y"])
+    np.testing.assert_array_equal(outs[0], outs[1])
