@@ -68,8 +68,17 @@ def long_run(cp, cupy_engine):
     t = time.perf_counter()
     runner.run(x, h0, h0, y=y)
     wall = time.perf_counter() - t
-    return dict(T=T, B=B, C=C, H=H, seconds=wall, device_bytes_held=pool.total_bytes(),
-                y_bytes=y.nbytes, kernel=runner.last_plan.kernel, finite=bool(np.isfinite(y[-1]).all()))
+    return dict(
+        T=T,
+        B=B,
+        C=C,
+        H=H,
+        seconds=wall,
+        device_bytes_held=pool.total_bytes(),
+        y_bytes=y.nbytes,
+        kernel=runner.last_plan.kernel,
+        finite=bool(np.isfinite(y[-1]).all()),
+    )
 
 
 def main() -> None:
@@ -97,9 +106,12 @@ def main() -> None:
         "torch": torch.__version__,
         "cudnn": torch.backends.cudnn.version(),
     }
-    lines = [f"# {json.dumps(info)}",
-             "| dtype | C,H,B,T | kernel | mlstm ms | µs/step | host µs/step | cuDNN ms | cuDNN µs/step | mlstm/cuDNN | spread |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {json.dumps(info)}",
+        "| dtype | C,H,B,T | kernel | mlstm ms | µs/step | host µs/step | cuDNN ms | cuDNN µs/step "
+        "| mlstm/cuDNN | spread |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     print("\n".join(lines), flush=True)
     rows = []
     sync = cp.cuda.Device().synchronize
@@ -137,7 +149,9 @@ def main() -> None:
                 except ValueError:
                     continue  # this kernel cannot run this shape
                 y = cp.empty((T, B, H), dtype)
-                mine, spread, reps = timed(lambda r=runner, y=y: r.run(X, h0, c0, y=y), sync, opts.repeats)
+                mine, spread, reps = timed(
+                    lambda r=runner, x=X, h=h0, c=c0, y=y: r.run(x, h, c, y=y), sync, opts.repeats
+                )
                 y.fill(np.nan)
                 sync()
                 t = time.perf_counter()
@@ -145,13 +159,29 @@ def main() -> None:
                 host = (time.perf_counter() - t) / T
                 sync()
                 err = float(np.max(np.abs(y.get().astype(np.float64) - ref_y)))
-                row = dict(dtype=np.dtype(dtype).name, C=C, H=H, B=B, T=T, kernel=kernel, auto=kernel == auto,
-                           plan=runner.last_plan.__dict__, cooperative=runner.cooperative, mlstm=mine, cudnn=theirs,
-                           host_per_step=host, spread=spread, repeats=reps, max_abs_diff_vs_cudnn=err)
+                row = dict(
+                    dtype=np.dtype(dtype).name,
+                    C=C,
+                    H=H,
+                    B=B,
+                    T=T,
+                    kernel=kernel,
+                    auto=kernel == auto,
+                    plan=runner.last_plan.__dict__,
+                    cooperative=runner.cooperative,
+                    mlstm=mine,
+                    cudnn=theirs,
+                    host_per_step=host,
+                    spread=spread,
+                    repeats=reps,
+                    max_abs_diff_vs_cudnn=err,
+                )
                 rows.append(row)
-                line = (f"| {row['dtype']} | {C},{H},{B},{T} | {kernel}{' (auto)' if row['auto'] else ''} | "
-                        f"{1e3 * mine:.3f} | {1e6 * mine / T:.2f} | {1e6 * host:.2f} | {1e3 * theirs:.3f} | "
-                        f"{1e6 * theirs / T:.2f} | {mine / theirs:.2f} | {spread:.0%} |")
+                line = (
+                    f"| {row['dtype']} | {C},{H},{B},{T} | {kernel}{' (auto)' if row['auto'] else ''} | "
+                    f"{1e3 * mine:.3f} | {1e6 * mine / T:.2f} | {1e6 * host:.2f} | {1e3 * theirs:.3f} | "
+                    f"{1e6 * theirs / T:.2f} | {mine / theirs:.2f} | {spread:.0%} |"
+                )
                 lines.append(line)
                 print(line, f"maxdiff={err:.1e}", flush=True)
             os.environ.pop("MLSTM_GPU_KERNEL", None)

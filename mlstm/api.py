@@ -67,7 +67,9 @@ def compute(
     Y, hidden_state, cell_state = problem.restore(y, hidden, cell)
     if backend.name == "cupy" and array_module(problem.x) is np:
         # NumPy in, NumPy out: the GPU is an implementation detail for the caller.
-        Y, hidden_state, cell_state = (a if isinstance(a, np.ndarray) else a.get() for a in (Y, hidden_state, cell_state))
+        Y, hidden_state, cell_state = (
+            a if isinstance(a, np.ndarray) else a.get() for a in (Y, hidden_state, cell_state)
+        )
     return Result(Y, hidden_state, cell_state, problem.y_format, backend.name, problem)
 
 

@@ -10,14 +10,12 @@ rtol 1e-12 / atol 1e-13, single rtol 1e-5 / atol 1e-6; a value passes when
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import MlstmError
-
 from .formats import matlab_class, matlab_shape, matlab_size
 
 COMPARED = ("Y", "hiddenState", "cellState")

@@ -87,8 +87,15 @@ def test_mixed_classes_shared_states_and_edge_sizes(kernel):
 
 @pytest.mark.parametrize(
     "kernel_name,H,B",
-    [("persistent", 300, 5), ("persistent", 40, 70), ("persistent", 7, 1), ("persistent", 200, 300),
-     ("single", 16, 64), ("single", 45, 1), ("step", 300, 5)],
+    [
+        ("persistent", 300, 5),
+        ("persistent", 40, 70),
+        ("persistent", 7, 1),
+        ("persistent", 200, 300),
+        ("single", 16, 64),
+        ("single", 45, 1),
+        ("step", 300, 5),
+    ],
 )
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_larger_shapes_every_decomposition(monkeypatch, kernel_name, H, B, dtype):
@@ -151,8 +158,10 @@ def test_every_variant_compiles_through_nvrtc():
     for dtype in ("float32", "float64"):
         for gate in cupy_engine.GATE_CODES:
             for state in cupy_engine.STATE_CODES:
-                for source, names in ((cupy_engine.KERNEL_SOURCE, ["lstm_step"]),
-                                      (cupy_engine.PERSISTENT_SOURCE, ["lstm_persistent", "lstm_single_block"])):
+                for source, names in (
+                    (cupy_engine.KERNEL_SOURCE, ["lstm_step"]),
+                    (cupy_engine.PERSISTENT_SOURCE, ["lstm_persistent", "lstm_single_block"]),
+                ):
                     for kname in names:
                         k = cupy_engine._kernel(source, kname, dtype, gate, state)
                         assert k.attributes["num_regs"] * cupy_engine.THREADS <= 65536

@@ -52,7 +52,9 @@ def host_cupy(monkeypatch, tmp_path):
             assert name in ("lstm_step", "lstm_persistent", "lstm_single_block")
             self.lib = library(source, options)
             self.name = name
-            self.real = np.float32 if re.search(r"-Dreal_t=(\w+)", " ".join(options)).group(1) == "float" else np.float64
+            self.real = (
+                np.float32 if re.search(r"-Dreal_t=(\w+)", " ".join(options)).group(1) == "float" else np.float64
+            )
             self.max_dynamic_shared_size_bytes = 48 * 1024
 
         def __call__(self, grid, block, args, shared_mem=0):
@@ -66,8 +68,15 @@ def host_cupy(monkeypatch, tmp_path):
                 zx, zr, bias, c, h, batch, hidden = args
                 assert zx.shape == zr.shape == (batch, 4 * hidden) and c.shape == h.shape == (batch, hidden)
                 assert bias.shape == (4 * hidden,)
-                self.lib.lstm_step_host(p(zx.ctypes.data), p(zr.ctypes.data), p(bias.ctypes.data), p(c.ctypes.data),
-                                        p(h.ctypes.data), ctypes.c_longlong(int(batch)), ctypes.c_longlong(int(hidden)))
+                self.lib.lstm_step_host(
+                    p(zx.ctypes.data),
+                    p(zr.ctypes.data),
+                    p(bias.ctypes.data),
+                    p(c.ctypes.data),
+                    p(h.ctypes.data),
+                    ctypes.c_longlong(int(batch)),
+                    ctypes.c_longlong(int(hidden)),
+                )
                 return
             zx, R, bias, h0, c, y, steps, batch, hidden, *rest = args
             single = self.name == "lstm_single_block"
@@ -76,9 +85,20 @@ def host_cupy(monkeypatch, tmp_path):
             assert shared_mem == cupy_engine.smem_bytes(units, btile, int(hidden), zx.itemsize)
             assert zx.shape == (steps, batch, 4 * hidden) and y.shape == (steps, batch, hidden)
             self.lib.lstm_persistent_host(
-                p(zx.ctypes.data), p(R.ctypes.data), p(bias.ctypes.data), p(h0.ctypes.data), p(c.ctypes.data),
-                p(y.ctypes.data), i32(int(steps)), i32(int(batch)), i32(int(hidden)), i32(units), i32(bgroup),
-                i32(btile), i32(cupy_engine.THREADS), i32(int(single)),
+                p(zx.ctypes.data),
+                p(R.ctypes.data),
+                p(bias.ctypes.data),
+                p(h0.ctypes.data),
+                p(c.ctypes.data),
+                p(y.ctypes.data),
+                i32(int(steps)),
+                i32(int(batch)),
+                i32(int(hidden)),
+                i32(units),
+                i32(bgroup),
+                i32(btile),
+                i32(cupy_engine.THREADS),
+                i32(int(single)),
             )
 
     fake = types.SimpleNamespace(
@@ -129,7 +149,9 @@ def test_engine_loop_matches_reference(host_cupy, monkeypatch, kernel, gate, sta
     for got, want in ((Y, Yr), (h, hr), (c, cr)):
         np.testing.assert_allclose(got, want, **tolerance(dtype))
     # one fused kernel per step, or one launch for all steps
-    assert host_cupy == (["lstm_step"] * 7 if kernel == "step" else [f"lstm_{kernel}" if kernel != "single" else "lstm_single_block"])
+    assert host_cupy == (
+        ["lstm_step"] * 7 if kernel == "step" else [f"lstm_{kernel}" if kernel != "single" else "lstm_single_block"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,9 @@ def info_lines(path):
 
 def whos_expected(path):
     try:
-        return {n: (tuple(s), WHOS_NAMES.get(c, c)) for n, s, c in scipy.io.whosmat(path) if n != "__function_workspace__"}
+        return {
+            n: (tuple(s), WHOS_NAMES.get(c, c)) for n, s, c in scipy.io.whosmat(path) if n != "__function_workspace__"
+        }
     except Exception:
         return None
 
@@ -151,23 +153,38 @@ def test_integer_valued_double_as_h0_and_bias(tmp_path):
     H0 = scipy.io.loadmat(path, mat_dtype=True)["testmatrix"] / 10  # 3 x 5: H = 3, B = 5
     rng = np.random.default_rng(0)
     X = rng.standard_normal((2, 5, 4))
-    params = dict(X=X, C0=np.zeros((3, 1)), weights=rng.standard_normal((12, 2)) * 0.3,
-                  recurrentWeights=rng.standard_normal((12, 3)) * 0.3, bias=np.zeros((12, 1)))
+    params = dict(
+        X=X,
+        C0=np.zeros((3, 1)),
+        weights=rng.standard_normal((12, 2)) * 0.3,
+        recurrentWeights=rng.standard_normal((12, 3)) * 0.3,
+        bias=np.zeros((12, 1)),
+    )
     scipy.io.savemat(tmp_path / "rest.mat", params)
     out = tmp_path / "out.mat"
     run_mlstm("run", path, tmp_path / "rest.mat", "--var", "H0=testmatrix", "-o", out, "DataFormat=CBT", check=0)
     got = scipy.io.loadmat(out)
-    Yr, _, _ = reference_lstm(X, H0 * 10, params["C0"], params["weights"], params["recurrentWeights"],
-                              params["bias"], "CBT")
+    Yr, _, _ = reference_lstm(
+        X, H0 * 10, params["C0"], params["weights"], params["recurrentWeights"], params["bias"], "CBT"
+    )
     np.testing.assert_allclose(got["Y"], Yr, rtol=1e-12, atol=1e-14)
 
 
 def test_complex_double_stays_an_error(tmp_path):
     path = os.path.join(FOLDER, "scipy_testcomplex_7.1_GLNX86.mat")
-    scipy.io.savemat(tmp_path / "p.mat", dict(H0=np.zeros((1, 1)), C0=np.zeros((1, 1)), weights=np.ones((4, 1)),
-                                              recurrentWeights=np.ones((4, 1)), bias=np.zeros((4, 1))))
-    proc = run_mlstm("run", path, tmp_path / "p.mat", "--var", "X=testcomplex", "-o", tmp_path / "o.mat",
-                     "DataFormat=CT")
+    scipy.io.savemat(
+        tmp_path / "p.mat",
+        dict(
+            H0=np.zeros((1, 1)),
+            C0=np.zeros((1, 1)),
+            weights=np.ones((4, 1)),
+            recurrentWeights=np.ones((4, 1)),
+            bias=np.zeros((4, 1)),
+        ),
+    )
+    proc = run_mlstm(
+        "run", path, tmp_path / "p.mat", "--var", "X=testcomplex", "-o", tmp_path / "o.mat", "DataFormat=CT"
+    )
     assert_one_line_error(proc, "testcomplex", "complex")
     assert not (tmp_path / "o.mat").exists()
 
@@ -198,8 +215,14 @@ def _with_numeric(tmp_path, **variables):
 def test_string_object_does_not_hide_the_other_variables(tmp_path):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((2, 4))
-    params = dict(X=X, H0=np.zeros((3, 1)), C0=np.zeros((3, 1)), weights=rng.standard_normal((12, 2)) * 0.3,
-                  recurrentWeights=rng.standard_normal((12, 3)) * 0.3, bias=np.zeros((12, 1)))
+    params = dict(
+        X=X,
+        H0=np.zeros((3, 1)),
+        C0=np.zeros((3, 1)),
+        weights=rng.standard_normal((12, 2)) * 0.3,
+        recurrentWeights=rng.standard_normal((12, 3)) * 0.3,
+        bias=np.zeros((12, 1)),
+    )
     mixed = _with_numeric(tmp_path, **params)
     listed = info_lines(mixed)
     assert listed["matstring1"] == ((1, 1), "string") and listed["X"] == ((2, 4), "double")

@@ -1,8 +1,8 @@
 """CuPy engine: the LSTM recurrence on an NVIDIA GPU, over canonical arrays (SPEC §1).
 
 Time runs in blocks of steps with one bounded device buffer for the gate pre-activations
-(``BLOCK_BYTES``): per block, the input projection x W' + b of all its steps is ONE cuBLAS GEMM,
-then one of three kernels runs the recurrence (gates in MATLAB's order i, f, g, o):
+(``BLOCK_BYTES``): per block, the input projection x W' of all its steps is ONE cuBLAS GEMM,
+then one of three kernels runs the recurrence and adds the bias (gates in MATLAB's order i, f, g, o):
 
 ``persistent`` (lstm_persistent.cu)
     one cooperative launch for the whole block of steps. Each thread block owns a slice of hidden
@@ -104,7 +104,9 @@ def persistent_plan(hidden: int, batch: int, itemsize: int, limits: DeviceLimits
     btile = min(bgroup, (limits.smem_per_block - 4 * units * ld * itemsize) // per_obs)
     if btile < 1:
         return None
-    return Plan("persistent", unit_groups * obs_groups, units, bgroup, btile, smem_bytes(units, btile, hidden, itemsize))
+    return Plan(
+        "persistent", unit_groups * obs_groups, units, bgroup, btile, smem_bytes(units, btile, hidden, itemsize)
+    )
 
 
 def single_plan(hidden: int, batch: int, itemsize: int, limits: DeviceLimits, cap: int | None = None) -> Plan | None:
@@ -228,7 +230,7 @@ class CupyLSTM:
         cell = cp.array(cell_state, dtype=self.dtype, copy=True, order="C")
         h = cp.ascontiguousarray(cp.asarray(hidden_state, dtype=self.dtype))  # read only
         if steps == 0 or batch * hidden == 0:
-            return self._out(y, h.copy(), cell, on_host)
+            return self._out(y, h if on_host else h.copy(), cell, on_host)  # host h: already a copy
         chosen = self.plan_for(batch)
         self.last_plan = chosen
         per_step = batch * 4 * hidden * self.dtype.itemsize
@@ -253,7 +255,7 @@ class CupyLSTM:
         if chosen.kernel == "persistent" and int(cp.asnumpy(self.status)[0]) != 0:
             self.status.fill(0)
             raise MlstmError("a grid barrier of the persistent GPU kernel timed out", "engine")
-        return self._out(y, h.copy(), cell, on_host)
+        return self._out(y, h if on_host else h.copy(), cell, on_host)  # host h: already a copy
 
     @staticmethod
     def _out(y: Any, h: Any, cell: Any, on_host: bool) -> tuple[Any, Any, Any]:
@@ -275,7 +277,9 @@ class CupyLSTM:
             h = h0
             for t in range(n):
                 cp.matmul(h, self.recurrent_weights_t, out=zr)
-                kernel((blocks,), (STEP_THREADS,), (zx[t], zr, self.bias, cell, y[t], np.int64(batch), np.int64(hidden)))
+                kernel(
+                    (blocks,), (STEP_THREADS,), (zx[t], zr, self.bias, cell, y[t], np.int64(batch), np.int64(hidden))
+                )
                 h = y[t]
             return
         ints = (np.int32(n), np.int32(batch), np.int32(hidden))
@@ -297,9 +301,7 @@ class CupyLSTM:
         *status still keep a non-resident grid from hanging)."""
         modes = (True, False) if self.cooperative is None else (self.cooperative,)
         for cooperative in modes:
-            kernel = _kernel(
-                PERSISTENT_SOURCE, "lstm_persistent", self.dtype.name, self.gate, self.state, cooperative
-            )
+            kernel = _kernel(PERSISTENT_SOURCE, "lstm_persistent", self.dtype.name, self.gate, self.state, cooperative)
             try:
                 _set_smem(kernel, chosen.smem)
                 kernel((chosen.grid,), (THREADS,), args, shared_mem=chosen.smem)

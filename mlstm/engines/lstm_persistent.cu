@@ -22,7 +22,7 @@
 // Compiled by CuPy (NVRTC) with -D real_t=float|double -D GATE_ACT=0|1 -D STATE_ACT=0|1|2 -I <here>.
 // With MLSTM_HOST_TEST the per-thread arithmetic and the indexing compile as C and run in
 // lstm_persistent_host, which executes the blocks and threads one after another in the same
-// order of operations (tests/test_cupy_kernel_source.py).
+// order of operations (tests/test_cupy_engine_host.py).
 #include "lstm_common.cuh"
 
 #ifndef MLSTM_THREADS

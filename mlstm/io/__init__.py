@@ -172,7 +172,12 @@ def is_matlab_header(head: bytes) -> bool:
     Not the "7.3" text: MATLAB 7.4 (R2007a) writes HDF5-based MAT files whose header says
     "MATLAB 7.0 MAT-file ... HDF5 schema 0.05"; they follow the v7.3 conventions all the same.
     """
-    return len(head) >= 128 and head.startswith(b"MATLAB") and b"MAT-file" in head[:116] and head[126:128] in (b"IM", b"MI")
+    return (
+        len(head) >= 128
+        and head.startswith(b"MATLAB")
+        and b"MAT-file" in head[:116]
+        and head[126:128] in (b"IM", b"MI")
+    )
 
 
 def sniff(head: bytes) -> str:

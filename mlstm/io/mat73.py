@@ -110,7 +110,9 @@ class Mat73File(MatrixFile):
         if (
             cls == "struct"
             and fields
-            and all(isinstance(f, h5py.Dataset) and f.dtype.kind == "O" and "MATLAB_class" not in f.attrs for f in fields)
+            and all(
+                isinstance(f, h5py.Dataset) and f.dtype.kind == "O" and "MATLAB_class" not in f.attrs for f in fields
+            )
         ):
             return tuple(reversed(fields[0].shape))
         return (1, 1)
