@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from . import signals
 from .engines import get_engine
 from .formats import Problem, array_module, resolve
 from .options import Options, parse_options
@@ -109,6 +110,7 @@ def run_in_chunks(
     for start in range(0, steps, chunk_steps):
         stop = min(start + chunk_steps, steps)
         _, hidden, cell = runner.run(problem.x[start:stop], hidden, cell, y=y[start:stop])
+        signals.check()
         if progress:
             progress(stop, steps)
     return y, hidden, cell

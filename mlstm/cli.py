@@ -8,6 +8,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import traceback
@@ -219,16 +220,6 @@ class Inputs:
         return err
 
 
-def _check_output_path(output: str) -> None:
-    if output == "-":
-        return
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise MlstmError(f"the directory {os.path.dirname(output) or '.'!r} does not exist", f"-o {output}")
-    if os.path.isdir(output):
-        raise MlstmError("expected a file name, found a directory", f"-o {output}")
-
-
 def _progress_options(f: Any) -> Any:
     f = click.option("-q", "--quiet", is_flag=True, help="No progress display and no notices.")(f)
     f = click.option(
@@ -357,19 +348,20 @@ def run(
     StateActivationFunction=tanh|softsign|relu, GateActivationFunction=sigmoid|hard-sigmoid
     (case-insensitive; names may be shortened, DataF=CBT). Writes Y, hiddenState, cellState and YFormat.
     """
-    from .io import AtomicOutput, needs_mat73, output_format_for, write_variables
+    from .io import AtomicOutput, check_output_path, needs_mat73, output_format_for, write_file
     from .progress import Progress
 
     paths, pairs = split_tokens(tokens)
     mapping = parse_var_mappings(var_mappings)
     parse_options(pairs)  # reject bad command-line options before touching any file
     fmt = output_format_for(output, output_format)
-    _check_output_path(output)
+    check_output_path(output, [*paths, *([weights_path] if weights_path else [])])
     order = hdf5_order.lower()
     shared = _shared_weights(weights_path, order, mapping, node, layer)
     bar = Progress(force=progress, quiet=quiet)
     started = time.perf_counter()
-    with Inputs(paths, order, shared) as inputs:
+    # The temporary output exists before any computing: an unwritable directory fails at once.
+    with AtomicOutput(output) as target, Inputs(paths, order, shared) as inputs:
         x = inputs.lazy_x(mapping)
         if x is not None and fmt == "mat" and _too_big_for_mat5(x, inputs, mapping):
             if not quiet:
@@ -378,39 +370,39 @@ def run(
         if x is not None and fmt in ("mat73", "hdf5") and 0 not in x.size:
             from .io.hdf5 import Hdf5Output
 
-            with AtomicOutput(output) as target:
-                with Hdf5Output(target.tmp, fmt, order) as out:
-                    result = inputs.stream(x, mapping, pairs, out, engine.lower(), chunk_steps, bar)
+            with Hdf5Output(target.tmp, fmt, order) as out:
+                result = inputs.stream(x, mapping, pairs, out, engine.lower(), chunk_steps, bar)
             bar.close()
-            if verbose:
-                p = result.problem
-                _echo_err(
-                    f"mlstm: engine={result.engine} class={_class_name(p.dtype)} T={result.steps} "
-                    f"B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
-                    f"Y={'x'.join(map(str, result.y_size))} ({result.y_format}) streamed in blocks of "
-                    f"{result.chunk_steps} steps, {1e3 * (time.perf_counter() - started):.1f} ms, "
-                    f"output={output} ({fmt})"
-                )
-            return
-        shown = bar if bar.enabled else None  # blocks only when someone watches
-        result = inputs.compute(mapping, pairs, engine.lower(), chunk_steps=chunk_steps, progress=shown)
-    bar.close()
-    computed = time.perf_counter()
-    variables = _output_variables(result)
-    if fmt == "mat" and needs_mat73(variables):
-        if not quiet:
-            _echo_err("mlstm: notice: an output is over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
-        fmt = "mat73"
-    write_variables(output, variables, fmt, order)
-    if verbose:
-        p = result.problem
-        _echo_err(
-            f"mlstm: engine={result.engine} class={_class_name(p.dtype)} "
-            f"T={p.num_steps} B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
-            f"Y={'x'.join(map(str, result.Y.shape))} ({result.y_format}) "
-            f"compute={1e3 * (computed - started):.1f} ms write={1e3 * (time.perf_counter() - computed):.1f} ms "
-            f"output={output} ({fmt})"
-        )
+            p = result.problem
+            log = (
+                f"mlstm: engine={result.engine} class={_class_name(p.dtype)} T={result.steps} "
+                f"B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
+                f"Y={'x'.join(map(str, result.y_size))} ({result.y_format}) streamed in blocks of "
+                f"{result.chunk_steps} steps, ",
+                f" ms, output={output} ({fmt})",
+            )
+        else:
+            shown = bar if bar.enabled else None  # blocks only when someone watches
+            result = inputs.compute(mapping, pairs, engine.lower(), chunk_steps=chunk_steps, progress=shown)
+            bar.close()
+            computed = time.perf_counter()
+            variables = _output_variables(result)
+            if fmt == "mat" and needs_mat73(variables):
+                if not quiet:
+                    _echo_err("mlstm: notice: an output is over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
+                fmt = "mat73"
+            write_file(target.tmp, variables, fmt, order)
+            p = result.problem
+            log = (
+                f"mlstm: engine={result.engine} class={_class_name(p.dtype)} "
+                f"T={p.num_steps} B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
+                f"Y={'x'.join(map(str, result.Y.shape))} ({result.y_format}) "
+                f"compute={1e3 * (computed - started):.1f} ms write=",
+                f" ms output={output} ({fmt})",
+            )
+            started = computed
+    if verbose:  # after the commit: the output exists
+        _echo_err(f"{log[0]}{1e3 * (time.perf_counter() - started):.1f}{log[1]}")
 
 
 def _to_host(a: Any) -> Any:
@@ -645,13 +637,13 @@ def convert(
     plus StateActivationFunction and GateActivationFunction as char variables when the source says.
     """
     from .foreign import read_foreign, write_onnx
-    from .io import AtomicOutput, open_weights_file, output_format_for, write_variables
+    from .io import AtomicOutput, check_output_path, open_weights_file, output_format_for, write_variables
 
     order = hdf5_order.lower()
     if to_kind.lower() == "onnx":
         if from_kind:
             raise MlstmError("--from describes a foreign source; --to onnx reads MATLAB-layout weights", "--from")
-        _check_output_path(output)
+        check_output_path(output, [source])
         weights = open_weights_file(source, order, node, layer)
         variables: dict[str, Any] = {}
         for role in ("weights", "recurrentWeights", "bias", "GateActivationFunction", "StateActivationFunction"):
@@ -673,7 +665,7 @@ def convert(
             write_onnx(target.tmp, variables)
         return
     fmt = output_format_for(output, output_format)
-    _check_output_path(output)
+    check_output_path(output, [source])
     converted = read_foreign(source, from_kind.lower() if from_kind else None, node, layer, order)
     if converted is None:
         raise MlstmError(
@@ -769,12 +761,20 @@ def batch(
             os.makedirs(out_dir, exist_ok=True)
         except OSError as exc:
             raise MlstmError(f"cannot create the directory ({exc.strerror or exc})", f"--out-dir {out_dir}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise MlstmError("the directory is not writable", f"--out-dir {out_dir}")
+    sources = [job.input for job in jobs] + ([weights_path] if weights_path else [])
+    for job in jobs:  # an output that is an input (or the weights) would destroy it: refuse before any work
+        io.check_output_path(job.output, sources)
     shared = _shared_weights(weights_path, order, mapping, node, layer)
     from .engines import get_engine
 
     backend = get_engine(engine.lower())  # a missing GPU is a bad invocation, before any input
     prepared: dict[Any, Any] | None = {} if weights_path else None
-    summary = open(summary_path, "w") if summary_path else None  # noqa: SIM115 - closed below
+    try:
+        summary = open(summary_path, "w") if summary_path else None  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise MlstmError(f"cannot write the file: {os.strerror(exc.errno or 5)}", f"--summary {summary_path}") from None
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     bar = Progress(total=len(jobs), label="files", quiet=quiet, delay=0.0)
     try:
@@ -802,8 +802,9 @@ def batch(
                         Y_size=list(result.Y.shape),
                         YFormat=result.y_format,
                     )
-                except MlstmError as err:
-                    message = _one_line(str(err))
+                except Exception as err:  # noqa: BLE001 - one input's failure never stops the others
+                    text = str(err) if isinstance(err, MlstmError) else f"internal error {type(err).__name__}: {err}"
+                    message = _one_line(text)
                     if not message.startswith(job.input):
                         message = f"{job.input}: {message}"
                     record.update(status="failed", error=message)
@@ -833,12 +834,26 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # pragma: no cover - no stdout at all
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every error into one ``Error:`` line and exit 2."""
+    from . import signals
+    from .io.output import ReaderGone
+
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    signals.install()
     try:
         code = cli.main(args=args, prog_name="mlstm", standalone_mode=False)
+        signals.check()  # a signal whose exception a library swallowed still counts
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except NO_COMMAND:
@@ -857,11 +872,19 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         _echo_err(f"Error: {_one_line(str(exc))}")
         code = 2
-    except click.Abort:
+    except (signals.Interrupted, KeyboardInterrupt) as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        _echo_err(f"mlstm: interrupted by {signals.NAMES.get(signum, signum)}; no output was written")
+        code = 128 + int(signum)
+    except click.Abort:  # click's prompt interrupted (Ctrl-C or end of input)
         _echo_err("Error: aborted")
         code = 2
-    except BrokenPipeError:
-        code = 0
+    except (BrokenPipeError, ReaderGone):
+        # The reader went away (`mlstm run ... -o - | head -c 10`): stop quietly with the status of
+        # a process killed by SIGPIPE, as cat and other Unix tools do; Python must not complain
+        # again when it flushes stdout at exit.
+        _silence_stdout()
+        code = 128 + signal.SIGPIPE
     except MemoryError:
         if debug:
             traceback.print_exc()

@@ -317,6 +317,11 @@ def resolve(
     )
 
     hidden, h_cols = _state_columns("H0", H0)
+    if hidden == 0:
+        raise MlstmError(
+            f"expected at least one hidden unit (H-by-1 or H-by-B with H >= 1), found size {matlab_size(H0.shape)}",
+            "H0",
+        )
     c_hidden, c_cols = _state_columns("C0", C0)
     if c_hidden != hidden:
         raise MlstmError(

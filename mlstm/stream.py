@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import signals
 from .api import auto_chunk_steps, prepare_runner
 from .engines import get_engine
 from .errors import MlstmError
@@ -95,6 +96,7 @@ def stream_lstm(
         if y_block.ndim > len(y_size):  # trailing singleton dimensions MATLAB drops
             y_block = y_block.reshape(y_block.shape[: len(y_size)])
         write_y(y_time_axis, start, y_block)
+        signals.check()  # an interrupt that h5py swallowed still stops the run
         if progress:
             progress(stop, steps)
     output.write("hiddenState", problem.restore_state(hidden_state, problem.hidden_class))

@@ -16,7 +16,7 @@ def rng():
     return np.random.default_rng(12345)
 
 
-def run_mlstm(*args, input=None, cwd=None, env=None, check=None):
+def run_mlstm(*args, input=None, cwd=None, env=None, check=None, allow_internal=False):
     """Run ``python -m mlstm ARGS`` as a real subprocess; returns CompletedProcess (bytes stdout, text stderr)."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
@@ -31,6 +31,11 @@ def run_mlstm(*args, input=None, cwd=None, env=None, check=None):
         timeout=300,
     )
     proc.stderr = proc.stderr.decode("utf-8", "replace")
+    # No input, however bad, may reach the internal-error catch-all: every failing run of the
+    # suite is checked here (a test of the catch-all itself passes allow_internal=True).
+    if not allow_internal:
+        assert "Error: unexpected" not in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr or "--debug" in map(str, args), proc.stderr
     if check is not None:
         assert proc.returncode == check, proc.stderr
     return proc

@@ -200,6 +200,10 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
 
 /* ---------------------------------------------------------------- the time loop (exported) */
 
+/* A stop request (the caller's interrupt flag, set from another thread): the loops check it once per
+ * step and return 1, leaving their outputs unfinished. NULL: never stop. */
+#define STOP_REQUESTED(stop) ((stop) != NULL && __atomic_load_n((stop), __ATOMIC_RELAXED) != 0)
+
 #define SMALL_PRODUCT 8192 /* 4H * H * B multiply-adds: below this the recurrent product is done inline */
 
 /* The whole recurrence in one call, time in blocks of `block` steps sharing the gate buffer zbuf
@@ -210,7 +214,7 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
 #define DEFINE_RUN(NAME, REAL, GEMM_T, GEMV_T)                                                              \
     int mlstm_run_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias,    \
                          const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int gate,  \
-                         int state, void *gemm_ptr, void *gemv_ptr) {                                       \
+                         int state, void *gemm_ptr, void *gemv_ptr, const int *stop) {                      \
         GEMM_T gemm = (GEMM_T)gemm_ptr;                                                                     \
         GEMV_T gemv = (GEMV_T)gemv_ptr;                                                                     \
         const int inc = 1;                                                                                  \
@@ -226,6 +230,7 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
             if (In > 0 && H > 0)                                                                            \
                 gemm("T", "N", &m, &cols, &kin, &one, w, &ldx, x + start * B * In, &ldx, &one, zbuf, &ldc); \
             for (long t = 0; t < steps; ++t) {                                                              \
+                if (STOP_REQUESTED(stop)) return 1;                                                         \
                 REAL *z = zbuf + t * B * 4 * H;                                                             \
                 /* column-major: z' (4H x B) += R (4H x H, stored as R' H x 4H) * h' (H x B). Tiny      \
                  * products go inline: a BLAS call costs microseconds before it does any work. */        \
@@ -287,7 +292,7 @@ DEFINE_RUN(f64, double, dgemm_fn, dgemv_fn)
     }                                                                                                       \
     int mlstm_run_gm_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, \
                             const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block,        \
-                            REAL *state_buf, int gate, int state, void *gemm_ptr) {                         \
+                            REAL *state_buf, int gate, int state, void *gemm_ptr, const int *stop) {        \
         GEMM_T gemm = (GEMM_T)gemm_ptr;                                                                     \
         const int m4 = (int)(4 * H), nb = (int)B, k = (int)H, kin = (int)In;                                \
         const REAL one = 1;                                                                                 \
@@ -307,6 +312,7 @@ DEFINE_RUN(f64, double, dgemm_fn, dgemv_fn)
             if (In > 0 && H > 0)                                                                            \
                 gemm("T", "N", &cols, &m4, &kin, &one, x + start * B * In, &kin, w, &kin, &one, zbuf, &ldz_i); \
             for (long t = 0; t < steps; ++t) {                                                              \
+                if (STOP_REQUESTED(stop)) return 1;                                                         \
                 REAL *z = zbuf + t * B;                                                                     \
                 /* column-major z_t (B x 4H, ld steps*B) += h (B x H, stored as hT: ld B) * R' (H x 4H) */  \
                 if (4 * H * H * B <= SMALL_PRODUCT) {                                                       \
@@ -354,6 +360,7 @@ typedef int (*set_threads_fn)(int);
         int gate, state;                                                                                    \
         GEMM_T gemm;                                                                                        \
         set_threads_fn set_threads;                                                                         \
+        const int *stop;                                                                                    \
     } NAME##_job;                                                                                           \
     static void *NAME##_worker(void *arg) {                                                                 \
         NAME##_job *j = (NAME##_job *)arg;                                                                  \
@@ -365,6 +372,7 @@ typedef int (*set_threads_fn)(int);
         const REAL *h = j->h0 + j->b0 * H;                                                                  \
         REAL *c = j->c + j->b0 * H;                                                                         \
         for (long t = 0; t < j->T; ++t) {                                                                   \
+            if (STOP_REQUESTED(j->stop)) return NULL;                                                       \
             for (long col = 0; col < Bs; ++col) memcpy(j->z + col * 4 * H, j->bias, 4 * H * sizeof(REAL));  \
             const REAL *xt = j->x + (t * B + j->b0) * In;                                                   \
             if (In > 0 && H > 0) j->gemm("T", "N", &m, &n, &kin, &one, j->w, &ldx, xt, &ldx, &one, j->z, &ldc); \
@@ -379,7 +387,8 @@ typedef int (*set_threads_fn)(int);
      * caller then runs the serial loop: nothing has been written that it does not overwrite). */          \
     int mlstm_run_parallel_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w,             \
                                   const REAL *bias, const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, \
-                                  int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr) {    \
+                                  int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr,      \
+                                  const int *stop) {                                                        \
         if (nthreads > B) nthreads = (int)B;                                                                \
         if (nthreads < 1) nthreads = 1;                                                                     \
         NAME##_job *jobs = (NAME##_job *)calloc((size_t)nthreads, sizeof(NAME##_job));                     \
@@ -397,7 +406,7 @@ typedef int (*set_threads_fn)(int);
             j->x = x; j->w = w; j->bias = bias; j->r = r; j->h0 = h0; j->c = c; j->y = y;                   \
             j->z = zbuf + j->b0 * 4 * H;                                                                    \
             j->gate = gate; j->state = state; j->gemm = (GEMM_T)gemm_ptr;                                   \
-            j->set_threads = (set_threads_fn)set_threads_ptr;                                               \
+            j->set_threads = (set_threads_fn)set_threads_ptr; j->stop = stop;                               \
         }                                                                                                   \
         /* Every slice on a new thread, none on the caller's: the per-thread BLAS setting must not      \
          * stick to the calling thread (OpenBLAS keeps it per thread, for the thread's life). */        \
@@ -408,7 +417,7 @@ typedef int (*set_threads_fn)(int);
         for (int i = 0; i < started; ++i) pthread_join(threads[i], NULL);                                   \
         free(jobs);                                                                                         \
         free(threads);                                                                                      \
-        return failed ? -1 : 0;                                                                             \
+        return failed ? -1 : STOP_REQUESTED(stop) ? 1 : 0;                                                  \
     }
 
 DEFINE_PARALLEL(f32, float, sgemm_fn)
@@ -425,6 +434,8 @@ DEFINE_PARALLEL(f64, double, dgemm_fn)
  * its own cache. Workers run single-threaded BLAS (set_threads), on spawned threads only. */
 typedef struct {
     int count, sense, n;
+    const int *stop; /* the caller's stop request, read by the last thread to arrive ... */
+    int stop_now;    /* ... and published with the release, so every thread takes the same decision */
 } mlstm_barrier;
 
 static void barrier_wait(mlstm_barrier *b, int *local_sense) {
@@ -432,6 +443,7 @@ static void barrier_wait(mlstm_barrier *b, int *local_sense) {
     *local_sense = sense;
     if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->stop_now, STOP_REQUESTED(b->stop), __ATOMIC_RELAXED);
         __atomic_store_n(&b->sense, sense, __ATOMIC_RELEASE);
         return;
     }
@@ -480,6 +492,7 @@ static void barrier_wait(mlstm_barrier *b, int *local_sense) {
                     NAME##_cells(z + b * 4 * Hk, j->c + b * H + j->j0, ht + b * H + j->j0, 1, Hk, j->gate,  \
                                  j->state);                                                                 \
                 barrier_wait(j->barrier, &sense); /* h_t is whole only when every thread wrote its part */ \
+                if (__atomic_load_n(&j->barrier->stop_now, __ATOMIC_RELAXED)) return NULL;                  \
                 h = ht;                                                                                     \
             }                                                                                               \
         }                                                                                                   \
@@ -489,13 +502,14 @@ static void barrier_wait(mlstm_barrier *b, int *local_sense) {
      * not start; then nothing has run. */                                                                \
     int mlstm_run_units_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, \
                                const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block,       \
-                               int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr) {    \
+                               int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr,      \
+                               const int *stop) {                                                           \
         /* The caller permuted R's rows for exactly nthreads slices: refuse (serial fallback), never  \
          * change the count here. */                                                                      \
         if (nthreads > H || nthreads < 2 || nthreads > MLSTM_MAX_UNIT_THREADS) return -1;                  \
         NAME##_unit_job jobs[MLSTM_MAX_UNIT_THREADS];                                                       \
         pthread_t threads[MLSTM_MAX_UNIT_THREADS];                                                          \
-        mlstm_barrier barrier = {0, 0, nthreads};                                                           \
+        mlstm_barrier barrier = {0, 0, nthreads, stop, 0};                                                  \
         int go = 0;                                                                                         \
         for (int i = 0; i < nthreads; ++i) {                                                                \
             NAME##_unit_job *j = &jobs[i];                                                                  \
@@ -513,7 +527,7 @@ static void barrier_wait(mlstm_barrier *b, int *local_sense) {
             if (pthread_create(&threads[started], NULL, NAME##_unit_worker, &jobs[started]) != 0) break;    \
         __atomic_store_n(&go, started == nthreads ? 1 : -1, __ATOMIC_RELEASE);                              \
         for (int i = 0; i < started; ++i) pthread_join(threads[i], NULL);                                   \
-        return started == nthreads ? 0 : -1;                                                                \
+        return started != nthreads ? -1 : barrier.stop_now ? 1 : 0;                                         \
     }
 
 DEFINE_UNIT_SPLIT(f32, float, sgemm_fn)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -77,6 +79,55 @@ GATE_FUNCTIONS = {"sigmoid": _Activation.sigmoid_of_negated, "hard-sigmoid": _Ac
 STATE_FUNCTIONS = {"tanh": _Activation.tanh, "softsign": _Activation.softsign, "relu": _Activation.relu}
 
 
+# Multiply-adds below which a compiled run is called inline: it ends within milliseconds anyway.
+INLINE_WORK = 2e7
+
+
+def interruptible(call: Callable[[int | None], int], work: float) -> int:
+    """``call(stop)``, a compiled loop, such that SIGINT/SIGTERM stop it within a step.
+
+    A thread inside a C call cannot run Python's signal handlers, so a long run started from the
+    main thread goes to a worker thread while the main thread waits (its waits are interrupted
+    by signals). When the handler raises (KeyboardInterrupt, or the CLI's Interrupted), the main
+    thread sets the loop's stop flag, which the C loops check once per step, waits for the
+    worker to return, and lets the exception go on: the unfinished result is never used.
+    Short runs, and calls from other threads (which receive no signals), run inline.
+    """
+    if work < INLINE_WORK or threading.current_thread() is not threading.main_thread():
+        return call(None)
+    stop = ctypes.c_int(0)
+    outcome: list[Any] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome.append(call(ctypes.addressof(stop)))
+        except BaseException as exc:  # pragma: no cover - ctypes calls do not raise
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    # Waiting on an Event, not Thread.join: Python 3.11's join marks a thread finished when a
+    # signal interrupts it, while the loop still runs on buffers about to be freed.
+    worker = threading.Thread(target=target, name="mlstm-compiled-loop", daemon=True)
+    worker.start()
+    try:
+        while not done.wait(0.05):
+            pass
+    except BaseException:
+        stop.value = 1
+        while True:  # the loop must end before its buffers go: wait, whatever else arrives
+            try:
+                if done.wait(0.05):
+                    break
+            except BaseException:  # noqa: S112 - a second Ctrl-C while the loop winds down
+                continue
+        raise
+    if isinstance(outcome[0], BaseException):  # pragma: no cover
+        raise outcome[0]
+    return int(outcome[0])
+
+
 @lru_cache(maxsize=1)
 def compiled_loop() -> Any:
     """The compiled step loop with BLAS gemm pointers, or None (not built, or MLSTM_PURE_NUMPY=1)."""
@@ -106,21 +157,21 @@ def compiled_loop() -> Any:
         serial = getattr(lib, f"mlstm_run_{suffix}")
         serial.restype = ctypes.c_int
         serial.argtypes = [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_long, ctypes.c_int, ctypes.c_int]
-        serial.argtypes += [ctypes.c_void_p] * 2
+        serial.argtypes += [ctypes.c_void_p] * 3  # gemm, gemv, stop flag
         parallel = getattr(lib, f"mlstm_run_parallel_{suffix}")
         parallel.restype = ctypes.c_int
-        parallel.argtypes = [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
+        parallel.argtypes = [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 3
         gate_major = getattr(lib, f"mlstm_run_gm_{suffix}")
         gate_major.restype = ctypes.c_int
         gate_major.argtypes = (
             [ctypes.c_long] * 4
             + [ctypes.c_void_p] * 8
-            + [ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+            + [ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
         )
         units = getattr(lib, f"mlstm_run_units_{suffix}")
         units.restype = ctypes.c_int
         units.argtypes = (
-            [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_long] + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2
+            [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_long] + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 3
         )
         loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gate_major, units, gemm, gemv, blas_threads)
         loops[np.dtype(dtype)].max_unit_threads = ctypes.c_int.in_dll(lib, "mlstm_max_unit_threads").value
@@ -317,23 +368,33 @@ class NumpyLSTM:
         plan, threads = cpu_plan(steps, batch, self.input_size, hidden, self.dtype) if blas else ("serial", 1)
         if plan == "units":  # the C side's limit, so the rows are permuted for the count that runs
             threads = min(threads, loop.max_unit_threads, hidden)
+        work = float(steps) * batch * 4 * hidden * (self.input_size + hidden)
         if plan in ("batch", "units"):
             blas_count = blas.get()
             try:
                 if plan == "batch":
                     z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
-                    status = loop.parallel(*shape, *weights, *states, z_rows.ctypes.data, threads, *codes, blas.local)
+                    status = interruptible(
+                        lambda stop: loop.parallel(
+                            *shape, *weights, *states, z_rows.ctypes.data, threads, *codes, blas.local, stop
+                        ),
+                        work,
+                    )
                 else:
                     split = self._unit_split_weights(threads)
-                    status = loop.units(
-                        *shape,
-                        *(a.ctypes.data for a in split),
-                        *states,
-                        z_buffer.ctypes.data,
-                        block,
-                        threads,
-                        *codes,
-                        blas.local,
+                    status = interruptible(
+                        lambda stop: loop.units(
+                            *shape,
+                            *(a.ctypes.data for a in split),
+                            *states,
+                            z_buffer.ctypes.data,
+                            block,
+                            threads,
+                            *codes,
+                            blas.local,
+                            stop,
+                        ),
+                        work,
                     )
             finally:
                 blas.set(blas_count)
@@ -342,9 +403,19 @@ class NumpyLSTM:
             cell[...] = cell_state  # threads could not start: run serially from the start
         if hidden < GATE_MAJOR_MAX_H and batch >= hidden:  # loops over H too short to vectorise
             scratch = np.empty(2 * hidden * batch, dtype=self.dtype)
-            loop.gate_major(*shape, *weights, *states, z_buffer.ctypes.data, block, scratch.ctypes.data, *codes)
+            interruptible(
+                lambda stop: loop.gate_major(
+                    *shape, *weights, *states, z_buffer.ctypes.data, block, scratch.ctypes.data, *codes, stop
+                ),
+                work,
+            )
         else:
-            loop.serial(*shape, *weights, *states, z_buffer.ctypes.data, block, *codes, loop.gemv)
+            interruptible(
+                lambda stop: loop.serial(
+                    *shape, *weights, *states, z_buffer.ctypes.data, block, *codes, loop.gemv, stop
+                ),
+                work,
+            )
         return y, y[-1].copy(), cell
 
     def _unit_split_weights(self, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

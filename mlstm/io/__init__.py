@@ -14,13 +14,13 @@ from __future__ import annotations
 import io
 import os
 import sys
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ..errors import MlstmError
+from .output import AtomicOutput, atomic_replace, check_output_path, is_temporary  # noqa: F401 - re-exported
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAT73_TEXT = b"MATLAB 7.3 MAT-file"
@@ -195,8 +195,13 @@ def sniff(head: bytes) -> str:
 def _read_source(path: str, stdin: BinaryIO | None) -> tuple[str, Any, bytes]:
     """(label, path-or-BytesIO, first bytes) for a path or '-' (stdin)."""
     if path == "-":
-        stream = stdin if stdin is not None else sys.stdin.buffer
-        data = stream.read()
+        stream = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
+        if stream is None:
+            raise MlstmError("<stdin>: cannot read the input: standard input is closed")
+        try:
+            data = stream.read()
+        except OSError as exc:
+            raise MlstmError(f"<stdin>: cannot read the input ({exc.strerror or exc})") from None
         return "<stdin>", io.BytesIO(data), data[:4096]
     try:
         with open(path, "rb") as fh:
@@ -264,45 +269,6 @@ def _writer(fmt: str) -> Callable[[str, dict[str, Any], str], None]:
     return write_hdf5
 
 
-class AtomicOutput:
-    """A temporary file beside ``path`` that becomes ``path`` only on :meth:`commit`.
-
-    ``path`` '-' sends the finished file's bytes to stdout instead. Whatever happens before
-    the commit, an existing file at ``path`` is left as it was and the temporary is removed.
-    """
-
-    def __init__(self, path: str, stdout: BinaryIO | None = None):
-        self.path = path
-        self._stdout = stdout
-        directory = os.path.dirname(os.path.abspath(path)) if path != "-" else None
-        fd, self.tmp = tempfile.mkstemp(prefix=".mlstm-", suffix=".tmp", dir=directory)
-        os.close(fd)
-
-    def commit(self) -> None:
-        if self.path == "-":
-            out = self._stdout if self._stdout is not None else sys.stdout.buffer
-            with open(self.tmp, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    out.write(chunk)
-            out.flush()
-        else:
-            atomic_replace(self.tmp, self.path)
-        self.discard()
-
-    def discard(self) -> None:
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
-
-    def __enter__(self) -> AtomicOutput:
-        return self
-
-    def __exit__(self, exc_type: Any, *rest: object) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
-
-
 def write_variables(
     path: str,
     variables: dict[str, Any],
@@ -314,24 +280,10 @@ def write_variables(
 
     ``path`` '-' writes the bytes to stdout once the whole file is complete.
     """
-    write = _writer(fmt)
     with AtomicOutput(path, stdout) as target:
-        write(target.tmp, variables, hdf5_order)
+        write_file(target.tmp, variables, fmt, hdf5_order)
 
 
-def atomic_replace(tmp: str, path: str) -> None:
-    """fsync ``tmp``, give it the permissions a new file would get, and rename it over ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:
-        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def write_file(path: str, variables: dict[str, Any], fmt: str, hdf5_order: str = "numpy") -> None:
+    """Write ``variables`` to ``path`` in ``fmt`` directly (callers hold an :class:`AtomicOutput`)."""
+    _writer(fmt)(path, variables, hdf5_order)

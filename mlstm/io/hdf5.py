@@ -144,8 +144,18 @@ class Hdf5Output:
         self.fmt = fmt
         self.path = path
         self.reversed_dims = fmt == "mat73" or hdf5_order == "matlab"
-        # Default libver ('earliest'): MATLAB's load rejects the newer superblock versions.
-        self.file = h5py.File(path, "w", **({"userblock_size": 512} if fmt == "mat73" else {}))
+        # Written through a GuardedFile: a full disk or a file-size limit must not reach HDF5 (its
+        # failed flush leaves the library in a state that crashes the process at exit); the error
+        # is raised by close(), after HDF5 has finished. Default libver ('earliest'): MATLAB's
+        # load rejects the newer superblock versions.
+        from .output import GuardedFile
+
+        self._raw = GuardedFile(path)
+        try:
+            self.file = h5py.File(self._raw, "w", **({"userblock_size": 512} if fmt == "mat73" else {}))
+        except BaseException:
+            self._raw.close()
+            raise
 
     def write(self, name: str, value: Any) -> None:
         if self.fmt == "mat73":
@@ -182,16 +192,24 @@ class Hdf5Output:
             if axis < ndim:
                 index[ndim - 1 - axis if self.reversed_dims else axis] = slice(start, stop)
             ds[tuple(index)] = block.T if self.reversed_dims else block
+            self._raw.raise_error()  # the disk filled: stop now, not after computing the rest
 
         return write_block
 
     def close(self) -> None:
-        self.file.close()
-        if self.fmt == "mat73":
-            from .mat73 import header
+        """Finish the file; raises the first write error (OSError) once everything is closed."""
+        if self._raw.closed:
+            return
+        try:
+            self.file.close()
+            if self.fmt == "mat73":
+                from .mat73 import header
 
-            with open(self.path, "r+b") as fh:
-                fh.write(header().ljust(512, b"\0"))
+                self._raw.seek(0)
+                self._raw.write(header().ljust(512, b"\0"))
+        finally:
+            self._raw.close()
+        self._raw.raise_error()
 
     def __enter__(self) -> Hdf5Output:
         return self
