@@ -356,3 +356,29 @@ def test_unwritable_directory_fails_before_computing(inputs, monkeypatch):
         main(["run", "in.mat", "-o", "out.mat"])
     assert stop.value.code == 2
     assert computed == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KB tmpfs (needs mount rights; the file-size-limit tests above need none)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("extra", [[], ["--format", "mat73", "--chunk-steps", "50"]])
+def test_full_disk_is_one_error_and_keeps_the_previous_output(small_disk, inputs, extra):
+    directory, _, h5 = inputs
+    previous = b"previous" * 1000
+    (small_disk / "out.h5").write_bytes(previous)
+    (small_disk / "filler").write_bytes(b"\0" * (220 << 10))  # leave less room than Y needs
+    proc = run_mlstm("run", h5, "-o", small_disk / "out.h5", "DataFormat=CBT", *extra)
+    assert_one_line_error(proc, "out.h5", "No space left on device")
+    assert (small_disk / "out.h5").read_bytes() == previous
+    assert _temporaries(small_disk) == []
