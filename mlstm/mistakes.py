@@ -112,7 +112,7 @@ def _weight_layouts(p: Problem) -> list[Mistake]:
     for which, ok in reshapable.items():
         for order, how in (("F", "column-major, as MATLAB's reshape"), ("C", "row-major, as NumPy's reshape")):
             if ok:
-                text = f"{names[which]} un-reshaped: read as an N-by-4H kernel and transposed ({how})"
+                text = f"{names[which]} taken as N-by-4H kernels (Keras's layout) reshaped, not transposed ({how})"
                 fn = lambda a, order=order: _unreshape(a, order)  # noqa: E731
                 out.append(Mistake(f"unreshaped-{which}-{order}", "weights layout", text, on(which, fn)))
     return out

@@ -72,6 +72,13 @@ def _observation(obs: int | None, batch: int, default: int, y_layout: str) -> in
     return obs - 1
 
 
+def _nonempty(y: np.ndarray, stored: Any, label: str) -> None:
+    if y.size == 0:
+        raise MlstmError(
+            f"{label}: variable 'Y': expected at least one element to draw, found size {matlab_size(np.shape(stored))}"
+        )
+
+
 def _figure(plt: Any, size: tuple[int, int]) -> Any:
     return plt.figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
 
@@ -114,6 +121,7 @@ def plot_outputs(
     layout = y_format(variables, data_format, label)
     y = np.asarray(canonical_y(np.asarray(variables["Y"], dtype=np.float64), layout))
     steps, batch, hidden = y.shape
+    _nonempty(y, variables["Y"], label)
     k = _observation(obs, batch, 0, layout)
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
@@ -198,6 +206,7 @@ def plot_difference(
         layout = y_format(actual, data_format, labels[0])
     a, e = (np.asarray(canonical_y(v["Y"], layout), dtype=np.float64) for v in (actual, expected))
     steps, batch, hidden = e.shape
+    _nonempty(e, expected["Y"], labels[1])
     err = scaled_error(a, e, rtol, atol)
     worst = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else (0, 0, 0)
     k = _observation(obs, batch, int(worst[1]), layout)
