@@ -471,19 +471,62 @@ def _read_outputs(f: Any, required: bool) -> dict[str, Any]:
     return found
 
 
+def _read_layout(f: Any) -> dict[str, Any]:
+    """The char variables YFormat and DataFormat, where a file holds them (the layout of Y for plots)."""
+    found = {}
+    for name in ("YFormat", "DataFormat"):
+        if f.has(name):
+            value = f.read(name)
+            if isinstance(value, str):
+                found[name] = value
+    return found
+
+
+def _plot_options(default_size: str) -> Any:
+    def decorate(f: Any) -> Any:
+        f = click.option("--size", metavar="WxH", help=f"Image size in pixels (default {default_size}).")(f)
+        f = click.option("--obs", type=int, metavar="K", help="The observation to draw, 1-based.")(f)
+        return f
+
+    return decorate
+
+
+_diagnose_option = click.option(
+    "--diagnose",
+    is_flag=True,
+    help="On a mismatch, rerun lstm under known porting mistakes (gate order, transposed weights, bias, "
+    "DataFormat, precision, activations, states) and say which one reproduces the expected outputs.",
+)
+
+
 @cli.command()
-@click.argument("actual_path", metavar="ACTUAL")
-@click.argument("expected_path", metavar="EXPECTED")
+@click.argument("tokens", nargs=-1, metavar="ACTUAL EXPECTED [Name=Value]...")
 @_tolerance_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_diagnose_option
+@click.option(
+    "--inputs",
+    "input_paths",
+    multiple=True,
+    metavar="FILE",
+    help="For --diagnose: the files holding X, H0, C0, weights, recurrentWeights, bias (default: ACTUAL).",
+)
+@_apply(_input_options[:1])
+@click.option("--plot", "plot_path", metavar="PNG", help="Draw where Y differs (needs mlstm[plot]).")
+@_plot_options("1000x800")
 @_hdf5_order_option
 @_debug_option
 def check(
-    actual_path: str,
-    expected_path: str,
+    tokens: tuple[str, ...],
     rtol: float | None,
     atol: float | None,
     as_json: bool,
+    diagnose: bool,
+    input_paths: tuple[str, ...],
+    var_mappings: tuple[str, ...],
+    plot_path: str | None,
+    obs: int | None,
+    size: str | None,
     hdf5_order: str,
     debug: bool,
 ) -> None:
@@ -491,32 +534,133 @@ def check(
 
     Tolerances default by class (double rtol 1e-12 atol 1e-13, single rtol 1e-5 atol 1e-6).
     Exit status 0 when they agree, 1 on a mismatch, 2 when a file cannot be read.
+
+    --diagnose reruns lstm on the inputs (from --inputs FILE..., else from ACTUAL) with options
+    from Name=Value arguments or char variables in those files. --plot draws
+    |actual - expected| over hidden units x time (layout of Y from YFormat in the files, else
+    DataFormat=...).
     """
     import json
 
     from .compare import compare_outputs, format_table
     from .io import open_matrix_file
 
-    with (
-        open_matrix_file(actual_path, hdf5_order.lower()) as fa,
-        open_matrix_file(expected_path, hdf5_order.lower()) as fe,
-    ):
+    paths, pairs = split_tokens(tokens)
+    if len(paths) != 2:
+        raise MlstmError(f"expected two files, ACTUAL and EXPECTED, found {len(paths)}", "ACTUAL EXPECTED")
+    if pairs and not (diagnose or plot_path):
+        raise MlstmError("Name=Value options are used only by --diagnose and --plot", pairs[0][0])
+    if (input_paths or var_mappings) and not diagnose:
+        raise MlstmError("--inputs and --var name the inputs for --diagnose; add --diagnose", "--inputs/--var")
+    if plot_path is None and (obs is not None or size is not None):
+        raise MlstmError("--obs and --size describe the --plot image; add --plot PNG", "--obs/--size")
+    actual_path, expected_path = paths
+    options = parse_options(pairs)
+    order = hdf5_order.lower()
+    if plot_path:
+        from .plot import parse_size, pyplot
+
+        _check_output_path(plot_path)
+        image_size = parse_size(size, (1000, 800))
+        pyplot("--plot")  # no matplotlib: say so before any work
+    with open_matrix_file(actual_path, order) as fa, open_matrix_file(expected_path, order) as fe:
         expected = _read_outputs(fe, required=True)
         actual = _read_outputs(fa, required=False)
+        layouts = (_read_layout(fa), _read_layout(fe))
     report = compare_outputs(actual, expected, rtol, atol)
+    result = dict(report.to_dict(), actual=actual_path, expected=expected_path)
+    lines = []
+    if diagnose and not report.ok:
+        lines, result["diagnosis"] = _diagnose_check(
+            actual_path, expected_path, actual, expected, input_paths, var_mappings, pairs, order, rtol, atol
+        )
+    if plot_path:
+        y_report = next((v for v in report.variables if v.name == "Y"), None)
+        tol = (y_report.rtol, y_report.atol) if y_report and y_report.rtol else (1e-12, 1e-13)
+        result["plot"] = _plot_difference(
+            plot_path,
+            (dict(actual, **layouts[0]), dict(expected, **layouts[1])),
+            (actual_path, expected_path),
+            tol,
+            options.data_format,
+            obs,
+            image_size,
+        )
     if as_json:
-        click.echo(json.dumps(dict(report.to_dict(), actual=actual_path, expected=expected_path), indent=2))
+        click.echo(json.dumps(result, indent=2))
     else:
         click.echo(format_table(report))
         click.echo(f"{'OK' if report.ok else 'MISMATCH'}: {actual_path} vs {expected_path}")
+        for line in lines:
+            click.echo(f"diagnose: {line}")
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+def _diagnose_check(
+    actual_path: str,
+    expected_path: str,
+    actual: dict[str, Any],
+    expected: dict[str, Any],
+    input_paths: tuple[str, ...],
+    var_mappings: tuple[str, ...],
+    pairs: list[tuple[str, str]],
+    order: str,
+    rtol: float | None,
+    atol: float | None,
+) -> tuple[list[str], dict[str, Any]]:
+    """Diagnose EXPECTED from the inputs; if the inputs as given reproduce it, diagnose ACTUAL instead."""
+    from .diagnose import diagnose
+
+    mapping = parse_var_mappings(var_mappings)
+    with Inputs(list(input_paths) or [actual_path], order) as inputs:
+        x_name = mapping.get("X", "X")
+        if not input_paths and not inputs.files[0].has(x_name):
+            raise MlstmError(
+                f"{actual_path} holds no inputs ({x_name!r} and the rest) to rerun lstm on; give --inputs FILE "
+                "with X, H0, C0, weights, recurrentWeights, bias",
+                "--diagnose",
+            )
+        options = parse_options(inputs.option_variables(pairs))
+        arguments = inputs.read_arguments(mapping)
+        try:
+            found = diagnose(arguments, options, expected, rtol, atol)
+            lines, record = found.summary(expected_path), {"expected": found.to_dict()}
+            if found.given.matches and actual:
+                other = diagnose(arguments, options, actual, rtol, atol)
+                lines += [f"so {actual_path} is the one that differs:"] + other.summary(actual_path)
+                record["actual"] = other.to_dict()
+        except MlstmError as err:
+            raise inputs.locate(err) from None
+    return lines, record
+
+
+def _plot_difference(
+    path: str,
+    variables: tuple[dict[str, Any], dict[str, Any]],
+    labels: tuple[str, str],
+    tolerance: tuple[float, float],
+    data_format: str | None,
+    obs: int | None,
+    size: tuple[int, int],
+) -> dict[str, Any] | None:
+    """Draw the difference plot atomically; None (and a notice) when Y cannot be compared element-wise."""
+    from .io import AtomicOutput
+    from .plot import plot_difference
+
+    shapes = [getattr(v.get("Y"), "shape", None) for v in variables]
+    if None in shapes or shapes[0] != shapes[1]:
+        _echo_err(f"mlstm: notice: Y is missing from a file or its sizes differ; {path} not drawn")
+        return None
+    with AtomicOutput(path) as target:
+        return plot_difference(*variables, target.tmp, labels, *tolerance, data_format, obs, size)
 
 
 @cli.command()
 @click.argument("tokens", nargs=-1, metavar="FILE... [Name=Value]...")
 @_tolerance_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file, then a summary object.")
+@_diagnose_option
 @_apply(_input_options)
 @_debug_option
 def verify(
@@ -524,6 +668,7 @@ def verify(
     rtol: float | None,
     atol: float | None,
     as_json: bool,
+    diagnose: bool,
     var_mappings: tuple[str, ...],
     hdf5_order: str,
     engine: str,
@@ -535,6 +680,8 @@ def verify(
     cellState; options come from Name=Value arguments or char variables DataFormat,
     StateActivationFunction, GateActivationFunction in the file. One line per file, then a
     summary. Exit status 0 when every file agrees, 1 when any differs or cannot be checked.
+    With --diagnose, a file that differs gets lines saying which known porting mistake, undone
+    in its inputs, reproduces its stored outputs.
     """
     import json
 
@@ -548,6 +695,7 @@ def verify(
     counts = {"ok": 0, "differ": 0, "error": 0}
     for path in paths:
         record: dict[str, Any] = {"file": path}
+        notes: list[str] = []
         try:
             with Inputs([path], hdf5_order.lower()) as inputs:
                 stored = _read_outputs(inputs.files[0], required=True)
@@ -567,6 +715,10 @@ def verify(
                 detail = f"max rel err {worst.max_rel_error:.3g} ({worst.name})"
             else:
                 detail = ""
+            if diagnose and bad:
+                found = _diagnose_file(path, stored, mapping, pairs, hdf5_order.lower(), rtol, atol)
+                record["diagnosis"] = found.to_dict()
+                notes = found.summary(os.path.basename(path))
         except MlstmError as err:
             status = "error"
             detail = _one_line(str(err))
@@ -576,6 +728,8 @@ def verify(
             click.echo(json.dumps(record))
         else:
             click.echo(f"{ {'ok': 'OK', 'differ': 'DIFFER', 'error': 'ERROR'}[status]:<6} {path}: {detail}")
+            for note in notes:
+                click.echo(f"{'':<6} diagnose: {note}")
     summary = (
         f"{len(paths)} file(s): {counts['ok']} agree, {counts['differ']} differ, {counts['error']} could not be checked"
     )
@@ -585,6 +739,56 @@ def verify(
         click.echo(summary)
     if counts["differ"] or counts["error"]:
         raise click.exceptions.Exit(1)
+
+
+def _diagnose_file(
+    path: str,
+    stored: dict[str, Any],
+    mapping: dict[str, str],
+    pairs: list[tuple[str, str]],
+    order: str,
+    rtol: float | None,
+    atol: float | None,
+) -> Any:
+    """verify --diagnose: which known mistake, undone in the file's inputs, reproduces its stored outputs."""
+    from .diagnose import diagnose
+
+    with Inputs([path], order) as inputs:
+        options = parse_options(inputs.option_variables(pairs))
+        try:
+            return diagnose(inputs.read_arguments(mapping), options, stored, rtol, atol)
+        except MlstmError as err:
+            raise inputs.locate(err) from None
+
+
+@cli.command()
+@click.argument("tokens", nargs=-1, metavar="FILE [DataFormat=...]")
+@click.option("-o", "--output", required=True, metavar="PNG", help="The image (PNG), or - for stdout.")
+@_plot_options("1000x600")
+@_hdf5_order_option
+@_debug_option
+def plot(tokens: tuple[str, ...], output: str, obs: int | None, size: str | None, hdf5_order: str, debug: bool) -> None:
+    """Draw Y of FILE as a heat map, hidden units x time steps, for one observation (--obs K, default 1),
+    and the final hiddenState and cellState of every observation as strips (units x observations).
+
+    The layout of Y comes from the YFormat variable mlstm run writes, else DataFormat=... (the
+    format of X or of Y), else a DataFormat variable in FILE. Needs matplotlib: pip install 'mlstm[plot]'.
+    """
+    from .io import AtomicOutput, open_matrix_file
+    from .plot import PLOT_SIZE, parse_size, plot_outputs, pyplot
+
+    paths, pairs = split_tokens(tokens)
+    if len(paths) != 1:
+        raise MlstmError(f"expected one FILE to plot, found {len(paths)}", "FILE")
+    options = parse_options(pairs)
+    image_size = parse_size(size, PLOT_SIZE)
+    _check_output_path(output)
+    pyplot()
+    with open_matrix_file(paths[0], hdf5_order.lower()) as f:
+        variables = dict(_read_outputs(f, required=False), **_read_layout(f))
+        label = f.label
+    with AtomicOutput(output) as target:
+        plot_outputs(variables, target.tmp, label, options.data_format, obs, image_size)
 
 
 @cli.command()

@@ -163,6 +163,18 @@ def compare_outputs(
     return report
 
 
+def scaled_error(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> np.ndarray:
+    """|a - e| / (atol + rtol |e|) element-wise: <= 1 is within the tolerance, 0 equal (NaN and NaN, Inf and
+    the same Inf); a NaN in one only, or an Inf against another value, is inf."""
+    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        same = (a == e) | (np.isnan(a) & np.isnan(e))
+        diff = np.where(same, 0.0, np.abs(a - e))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        scale = atol + rtol * np.abs(np.where(np.isfinite(e), e, 0.0))
+        return np.where(diff == 0, 0.0, diff / scale)
+
+
 def format_table(report: Report) -> str:
     """A per-variable table for people."""
     header = f"{'variable':<12} {'result':<6} {'size':>12} {'class':>8} {'max abs err':>12} {'max rel err':>12}  worst"

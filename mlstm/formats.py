@@ -171,6 +171,27 @@ def output_format(fmt: DataFormat) -> str:
     return labels if "C" in labels else "C" + labels
 
 
+def canonical_y(Y: Any, y_format: str) -> Any:
+    """Y of MATLAB size in the layout ``y_format`` (labels C, B, T, U, as ``YFormat``) -> (T, B, H).
+
+    The inverse of :meth:`Problem.restore_y`, for reading outputs back (``mlstm check --plot``,
+    ``--diagnose``). A view where the order allows.
+    """
+    fmt = parse_data_format(y_format, tuple(np.shape(Y)), "Y")
+    if "S" in fmt.labels:
+        raise MlstmError(f"expected the format of Y (labels C, B, T, U), found {y_format!r} with S", "DataFormat")
+    arr = np.asarray(Y).reshape(fmt.sizes)
+    labels = fmt.labels
+    for missing in "CB":
+        if missing not in labels:
+            arr = arr.reshape(arr.shape + (1,))
+            labels += missing
+    order = [labels.index("T"), labels.index("B"), labels.index("C")]
+    order += [axis for axis, label in enumerate(labels) if label == "U"]
+    arr = arr.transpose(order)
+    return arr.reshape(arr.shape[:3])
+
+
 def _state_columns(name: str, a: Any) -> tuple[int, int | None]:
     """(H, N) of an initial state: N is None for one state used for every observation."""
     dims = _drop_trailing_singletons(tuple(a.shape))
