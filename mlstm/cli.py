@@ -558,9 +558,10 @@ def check(
     options = parse_options(pairs)
     order = hdf5_order.lower()
     if plot_path:
+        from .io import check_output_path
         from .plot import parse_size, pyplot
 
-        _check_output_path(plot_path)
+        check_output_path(plot_path, paths)
         image_size = parse_size(size, (1000, 800))
         pyplot("--plot")  # no matplotlib: say so before any work
     with open_matrix_file(actual_path, order) as fa, open_matrix_file(expected_path, order) as fe:
@@ -774,7 +775,7 @@ def plot(tokens: tuple[str, ...], output: str, obs: int | None, size: str | None
     The layout of Y comes from the YFormat variable mlstm run writes, else DataFormat=... (the
     format of X or of Y), else a DataFormat variable in FILE. Needs matplotlib: pip install 'mlstm[plot]'.
     """
-    from .io import AtomicOutput, open_matrix_file
+    from .io import AtomicOutput, check_output_path, open_matrix_file
     from .plot import PLOT_SIZE, parse_size, plot_outputs, pyplot
 
     paths, pairs = split_tokens(tokens)
@@ -782,7 +783,7 @@ def plot(tokens: tuple[str, ...], output: str, obs: int | None, size: str | None
         raise MlstmError(f"expected one FILE to plot, found {len(paths)}", "FILE")
     options = parse_options(pairs)
     image_size = parse_size(size, PLOT_SIZE)
-    _check_output_path(output)
+    check_output_path(output, paths)
     pyplot()
     with open_matrix_file(paths[0], hdf5_order.lower()) as f:
         variables = dict(_read_outputs(f, required=False), **_read_layout(f))
