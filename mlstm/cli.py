@@ -720,9 +720,10 @@ def verify(
                 found = _diagnose_file(path, stored, mapping, pairs, hdf5_order.lower(), rtol, atol)
                 record["diagnosis"] = found.to_dict()
                 notes = found.summary(os.path.basename(path))
-        except MlstmError as err:
+        except Exception as err:  # noqa: BLE001 - every file gets its line, whatever happens to one
             status = "error"
-            detail = _one_line(str(err))
+            text = str(err) if isinstance(err, MlstmError) else f"internal error {type(err).__name__}: {err}"
+            detail = _one_line(text)
             record.update(status=status, error=detail)
         counts[status] += 1
         if as_json:
