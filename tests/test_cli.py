@@ -98,10 +98,31 @@ def test_var_mapping_and_several_inputs(tmp_path, problem):
     np.testing.assert_allclose(load(out)["Y"], Yr, rtol=1e-12, atol=1e-14)
 
 
-def test_role_in_two_files_is_an_error(tmp_path, problem, infile):
-    other = save(tmp_path / "other.mat", X=problem["X"])
-    proc = run_mlstm("run", infile, other, "-o", tmp_path / "o.mat", "DataFormat=CBT")
-    assert_one_line_error(proc, "'X'", "in.mat", "other.mat", "more than one input")
+def test_role_in_two_files_the_first_input_wins_and_v_says_so(tmp_path, problem, infile):
+    other_x = problem["X"] + 1.0
+    other = save(tmp_path / "other.mat", X=other_x)
+    for first, second, x in ((infile, other, problem["X"]), (other, infile, other_x)):
+        out = tmp_path / "o.mat"
+        proc = run_mlstm("run", first, second, "-o", out, "DataFormat=CBT", "-v", check=0)
+        args = dict(problem, X=x)
+        Yr, _, _ = reference_lstm(*args.values(), "CBT")
+        np.testing.assert_allclose(load(out)["Y"], Yr, rtol=1e-12, atol=1e-14)
+        assert f"X: variable 'X' is in {first} and {second}; using {first}" in proc.stderr
+
+
+def test_input_file_wins_over_the_weights_file(tmp_path, problem, infile):
+    weights = save(tmp_path / "w.mat", weights=problem["weights"] * 0.5, recurrentWeights=problem["recurrentWeights"])
+    out = tmp_path / "o.mat"
+    proc = run_mlstm("run", infile, "--weights", weights, "-o", out, "DataFormat=CBT", "-v", check=0)
+    Yr, _, _ = reference_lstm(*problem.values(), "CBT")
+    np.testing.assert_allclose(load(out)["Y"], Yr, rtol=1e-12, atol=1e-14)
+    assert f"using {infile}" in proc.stderr
+
+
+def test_matlab_layout_inputs_still_need_the_states(tmp_path, problem):
+    data = save(tmp_path / "d.mat", **{k: v for k, v in problem.items() if k not in ("H0", "C0")})
+    proc = run_mlstm("run", data, "-o", tmp_path / "o.mat", "DataFormat=CBT")
+    assert_one_line_error(proc, "no variable 'H0'")
 
 
 def test_python_dash_m_and_console_script_agree(tmp_path, infile):
