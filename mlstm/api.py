@@ -23,6 +23,7 @@ class Result:
     y_format: str
     engine: str
     problem: Problem
+    detail: str = ""  # what the engine chose, for -v: which CPU loop (and why), which GPU kernel
 
 
 def compute(
@@ -70,7 +71,8 @@ def compute(
         Y, hidden_state, cell_state = (
             a if isinstance(a, np.ndarray) else a.get() for a in (Y, hidden_state, cell_state)
         )
-    return Result(Y, hidden_state, cell_state, problem.y_format, backend.name, problem)
+    detail = getattr(runner, "detail", "")
+    return Result(Y, hidden_state, cell_state, problem.y_format, backend.name, problem, detail)
 
 
 def prepare_runner(backend: Any, problem: Problem) -> Any:

@@ -389,7 +389,7 @@ def run(
                     f"B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
                     f"Y={'x'.join(map(str, result.y_size))} ({result.y_format}) streamed in blocks of "
                     f"{result.chunk_steps} steps, {1e3 * (time.perf_counter() - started):.1f} ms, "
-                    f"output={output} ({fmt})"
+                    f"output={output} ({fmt}) {result.detail}"
                 )
             return
         shown = bar if bar.enabled else None  # blocks only when someone watches
@@ -409,7 +409,7 @@ def run(
             f"T={p.num_steps} B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
             f"Y={'x'.join(map(str, result.Y.shape))} ({result.y_format}) "
             f"compute={1e3 * (computed - started):.1f} ms write={1e3 * (time.perf_counter() - computed):.1f} ms "
-            f"output={output} ({fmt})"
+            f"output={output} ({fmt}) {result.detail}"
         )
 
 
@@ -699,6 +699,21 @@ def _check_weight_shapes(source: str, variables: dict[str, Any]) -> None:
         )
     if np.size(b) != 4 * hidden:
         raise MlstmError(f"{source}: variable 'bias': expected {4 * hidden} elements, found {matlab_size(np.shape(b))}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def doctor(as_json: bool) -> None:
+    """Report versions, the compiled CPU loop (and why not), BLAS threads, CPU, GPU and optional packages.
+
+    Paste its output into bug reports; `mlstm run -v` says which loop or kernel a run used.
+    """
+    import json
+
+    from .doctor import collect, format_text
+
+    report = collect()
+    click.echo(json.dumps(report, indent=2) if as_json else format_text(report))
 
 
 @cli.command("matlab-path")

@@ -213,6 +213,11 @@ class CupyLSTM:
         xp = np if like is not None and not _is_cupy(like) else _cupy()
         return xp.empty((steps, batch, self.hidden_size), dtype=self.dtype)
 
+    @property
+    def detail(self) -> str:
+        """Which kernel the last run used (for ``-v``)."""
+        return f"kernel={self.last_plan.kernel}" if self.last_plan is not None else ""
+
     def plan_for(self, batch: int) -> Plan:
         return plan(self.hidden_size, batch, self.dtype.itemsize, self.limits, os.environ.get("MLSTM_GPU_KERNEL"))
 
