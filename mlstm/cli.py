@@ -447,14 +447,25 @@ def _too_big_for_mat5(x: Any, inputs: Inputs, mapping: dict[str, str]) -> bool:
 
 @cli.command()
 @click.argument("path", metavar="FILE")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object: file, container and, per variable, size, class and a char variable's text.",
+)
 @_hdf5_order_option
 @_debug_option
-def info(path: str, hdf5_order: str, debug: bool) -> None:
+def info(path: str, as_json: bool, hdf5_order: str, debug: bool) -> None:
     """List the variables of FILE with MATLAB size and class."""
     from .formats import matlab_size
     from .io import open_matrix_file
 
     with open_matrix_file(path, hdf5_order.lower()) as f:
+        if as_json:
+            import json
+
+            click.echo(json.dumps(f.describe(), indent=2))
+            return
         rows = f.info()
         click.echo(f"{f.label}: {f.kind}, {len(rows)} variable(s)")
         width = max([len(r.name) for r in rows] + [4])
