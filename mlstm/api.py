@@ -102,7 +102,7 @@ def run_in_chunks(
     if progress is not None and not chunk_steps:
         chunk_steps = max(1, -(-steps // PROGRESS_BLOCKS))
     if not chunk_steps or chunk_steps >= steps:
-        out = runner.run(problem.x, problem.hidden_state, problem.cell_state)
+        out: tuple[Any, Any, Any] = runner.run(problem.x, problem.hidden_state, problem.cell_state)
         if progress:
             progress(steps, steps)
         return out
