@@ -1,4 +1,4 @@
-"""CuPy engine: the LSTM recurrence on an NVIDIA GPU, over canonical arrays (SPEC §1).
+"""CuPy engine: the LSTM recurrence on an NVIDIA GPU, over canonical arrays (docs/BEHAVIOUR.md §1).
 
 Time runs in blocks of steps with one bounded device buffer for the gate pre-activations
 (``BLOCK_BYTES``): per block, the input projection x W' of all its steps is ONE cuBLAS GEMM,

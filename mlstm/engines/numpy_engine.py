@@ -1,4 +1,4 @@
-"""NumPy engine: the LSTM recurrence on the CPU over canonical arrays (SPEC §1).
+"""NumPy engine: the LSTM recurrence on the CPU over canonical arrays (docs/BEHAVIOUR.md §1).
 
 Time is processed in blocks of steps that share one preallocated gate buffer z (about 4 MB),
 so memory traffic and page faults do not grow with T:
