@@ -167,3 +167,30 @@ def test_run_v_says_the_compiled_loop_ran(tmp_path):
         check=0,
     )
     assert "loop=compiled (batch split, 2 threads)" in proc.stderr
+
+
+def test_gpu_report_lists_devices_and_driver_errors(monkeypatch):
+    """The device listing, with a stand-in for CuPy (no GPU here): name, compute capability, memory;
+    and a CUDA error from the device count is the reason, not a crash."""
+    import types
+
+    props = {"name": b"NVIDIA H100 80GB HBM3", "major": 9, "minor": 0, "totalGlobalMem": 80 * 2**30}
+    runtime = types.SimpleNamespace(
+        getDeviceCount=lambda: 1, getDeviceProperties=lambda i: props, runtimeGetVersion=lambda: 12040
+    )
+    fake = types.SimpleNamespace(__version__="13.9.9", cuda=types.SimpleNamespace(runtime=runtime))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    report = doctor.gpu_report()
+    assert report["usable"] and report["reason"] is None
+    assert (report["cupy"], report["cuda_runtime"]) == ("13.9.9", "12.4")
+    assert report["devices"] == [{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_gib": 80.0}]
+    assert "usable: CuPy 13.9.9, CUDA runtime 12.4, NVIDIA H100 80GB HBM3 (sm 9.0, 80.0 GiB)" in doctor.format_text(
+        {**doctor.collect(), "gpu": report}
+    )
+
+    def no_driver():
+        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+
+    runtime.getDeviceCount = no_driver
+    report = doctor.gpu_report()
+    assert not report["usable"] and "InsufficientDriver" in report["reason"] and report["cupy"] == "13.9.9"
