@@ -1,8 +1,11 @@
 """mlstm: MATLAB's Deep Learning Toolbox ``lstm`` for Python and the shell."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import MlstmError, MlstmTypeError
+
+if TYPE_CHECKING:  # type checkers see lstm's signature; at run time it is imported on first use
+    from .api import lstm as lstm
 
 __version__ = "0.1.0"
 __all__ = ["lstm", "MlstmError", "MlstmTypeError", "__version__"]

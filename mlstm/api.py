@@ -24,6 +24,7 @@ class Result:
     y_format: str
     engine: str
     problem: Problem
+    detail: str = ""  # what the engine chose, for -v: which CPU loop (and why), which GPU kernel
 
 
 def compute(
@@ -71,7 +72,8 @@ def compute(
         Y, hidden_state, cell_state = (
             a if isinstance(a, np.ndarray) else a.get() for a in (Y, hidden_state, cell_state)
         )
-    return Result(Y, hidden_state, cell_state, problem.y_format, backend.name, problem)
+    detail = getattr(runner, "detail", "")
+    return Result(Y, hidden_state, cell_state, problem.y_format, backend.name, problem, detail)
 
 
 def prepare_runner(backend: Any, problem: Problem) -> Any:
@@ -101,7 +103,7 @@ def run_in_chunks(
     if progress is not None and not chunk_steps:
         chunk_steps = max(1, -(-steps // PROGRESS_BLOCKS))
     if not chunk_steps or chunk_steps >= steps:
-        out = runner.run(problem.x, problem.hidden_state, problem.cell_state)
+        out: tuple[Any, Any, Any] = runner.run(problem.x, problem.hidden_state, problem.cell_state)
         if progress:
             progress(steps, steps)
         return out

@@ -183,7 +183,7 @@ def run(
                 f"B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
                 f"Y={'x'.join(map(str, result.y_size))} ({result.y_format}) streamed in blocks of "
                 f"{result.chunk_steps} steps, ",
-                f" ms, output={output} ({fmt})",
+                f" ms, output={output} ({fmt}) {result.detail}",
             )
         else:
             shown = bar if bar.enabled else None  # blocks only when someone watches
@@ -202,7 +202,7 @@ def run(
                 f"T={p.num_steps} B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
                 f"Y={'x'.join(map(str, result.Y.shape))} ({result.y_format}) "
                 f"compute={1e3 * (computed - started):.1f} ms write=",
-                f" ms output={output} ({fmt})",
+                f" ms output={output} ({fmt}) {result.detail}",
             )
             started = computed
     if verbose:  # after the commit: the output exists
@@ -245,14 +245,25 @@ def _too_big_for_mat5(x: Any, inputs: Inputs, mapping: dict[str, str]) -> bool:
 
 @cli.command()
 @click.argument("path", metavar="FILE")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object: file, container and, per variable, size, class and a char variable's text.",
+)
 @_hdf5_order_option
 @_debug_option
-def info(path: str, hdf5_order: str, debug: bool) -> None:
+def info(path: str, as_json: bool, hdf5_order: str, debug: bool) -> None:
     """List the variables of FILE with MATLAB size and class."""
     from .formats import matlab_size
     from .io import open_matrix_file
 
     with open_matrix_file(path, hdf5_order.lower()) as f:
+        if as_json:
+            import json
+
+            click.echo(json.dumps(f.describe(), indent=2))
+            return
         rows = f.info()
         click.echo(f"{f.label}: {f.kind}, {len(rows)} variable(s)")
         width = max([len(r.name) for r in rows] + [4])
@@ -703,6 +714,21 @@ def _check_weight_shapes(source: str, variables: dict[str, Any]) -> None:
         )
     if np.size(b) != 4 * hidden:
         raise MlstmError(f"{source}: variable 'bias': expected {4 * hidden} elements, found {matlab_size(np.shape(b))}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def doctor(as_json: bool) -> None:
+    """Report versions, the compiled CPU loop (and why not), BLAS threads, CPU, GPU and optional packages.
+
+    Paste its output into bug reports; `mlstm run -v` says which loop or kernel a run used.
+    """
+    import json
+
+    from .doctor import collect, format_text
+
+    report = collect()
+    click.echo(json.dumps(report, indent=2) if as_json else format_text(report))
 
 
 @cli.command("matlab-path")

@@ -1,7 +1,7 @@
 """Compare LSTM outputs the way a MATLAB user reads them: MATLAB size, class, values.
 
 Used by ``mlstm check`` (two files) and ``mlstm verify`` (a file's stored outputs
-against a recomputation). Tolerances default by class (SPEC §7): double
+against a recomputation). Tolerances default by class (docs/BEHAVIOUR.md §7): double
 rtol 1e-12 / atol 1e-13, single rtol 1e-5 / atol 1e-6; a value passes when
 ``|actual - expected| <= atol + rtol * |expected|``. NaN must be NaN in both;
 ``Inf`` must be the same ``Inf``.

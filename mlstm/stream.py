@@ -31,6 +31,7 @@ class StreamResult:
     y_format: str
     chunk_steps: int
     steps: int
+    detail: str = ""  # as :attr:`mlstm.api.Result.detail`
 
 
 def stream_lstm(
@@ -102,4 +103,4 @@ def stream_lstm(
     output.write("hiddenState", problem.restore_state(hidden_state, problem.hidden_class))
     output.write("cellState", problem.restore_state(cell_state, problem.cell_class))
     output.write("YFormat", y_labels)
-    return StreamResult(problem, backend.name, y_size, y_labels, chunk, steps)
+    return StreamResult(problem, backend.name, y_size, y_labels, chunk, steps, getattr(runner, "detail", ""))

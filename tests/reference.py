@@ -1,4 +1,4 @@
-"""An independent float64 reference for MATLAB's lstm, written plainly from SPEC §1-§3.
+"""An independent float64 reference for MATLAB's lstm, written plainly from docs/BEHAVIOUR.md §1-§3.
 
 It shares no code with mlstm: its own DataFormat handling (element by element,
 with the column-major S/C index formula written out), its own activations, and

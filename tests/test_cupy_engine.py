@@ -1,4 +1,4 @@
-"""The CuPy engine on a GPU: the whole semantic matrix against the float64 reference (SPEC §7
+"""The CuPy engine on a GPU: the whole semantic matrix against the float64 reference (docs/BEHAVIOUR.md §7
 tolerances), with every kernel variant (step, persistent, single-block) forced in turn.
 
 Skips where CuPy cannot run kernels (no GPU). On a GPU machine: ``bash benchmarks/gpu_check.sh``,

@@ -232,7 +232,7 @@ def test_sigint_during_a_streamed_hdf5_run_is_not_swallowed(long_run):
         long_run, signal.SIGINT, ["long.h5", "DataFormat=CBT", "--chunk-steps", "500", "--format", "mat73"]
     )
     assert code == 130, stderr
-    assert latency < 0.5
+    assert latency < 1.0  # a block of Y is written and the v7.3 file closed on the way out
 
 
 # ---------------------------------------------------------------- a reader that goes away

@@ -1,4 +1,5 @@
-"""File formats (SPEC §5): MAT v7.3 structure, plain HDF5, stdin/stdout, unsupported content, corrupt files.
+"""File formats (docs/BEHAVIOUR.md §5): MAT v7.3 structure, plain HDF5, stdin/stdout, unsupported content,
+corrupt files.
 
 Independent checks: the v7.3 files are inspected with h5py at the byte and attribute level, and
 cross-read/written with the hdf5storage package; values are compared with tests/reference.py.

@@ -9,6 +9,7 @@ mat_dtype=True, or h5py with the dimensions reversed) and the float64 reference 
 .ci/run sets MLSTM_REQUIRE_MATLAB_MADE=1: there a missing folder fails instead of skipping.
 """
 
+import json
 import os
 import struct
 import zlib
@@ -90,6 +91,71 @@ def test_info_matches_whos(name):
         if file == name:
             assert got[var] == expected, (var, got[var], expected)
     assert got, "info listed nothing"
+
+
+CONTAINERS = {0: "MAT v4", 1: "MAT v5/v7", 2: "MAT v7.3"}  # scipy.io.matlab.matfile_version's major
+
+
+def h5py_expected(path):
+    """{name: (size, class, text or None)} of a v7.3 file's top-level MATLAB datasets, read with h5py alone:
+    size is the dataset's shape reversed (an empty array stores its size as its data), char text is
+    the uint16 codes of a row."""
+    out = {}
+    with h5py.File(path, "r") as fh:
+        for name, obj in fh.items():
+            if not isinstance(obj, h5py.Dataset) or "MATLAB_class" not in obj.attrs or obj.dtype.names:
+                continue
+            cls = obj.attrs["MATLAB_class"].decode()
+            empty = "MATLAB_empty" in obj.attrs and int(np.asarray(obj.attrs["MATLAB_empty"]).ravel()[0])
+            size = tuple(int(d) for d in np.asarray(obj[()]).ravel()) if empty else tuple(reversed(obj.shape))
+            text = None
+            if cls == "char" and (empty or size[0] == 1):
+                text = "" if empty else "".join(chr(c) for c in np.asarray(obj[()]).ravel())
+            out[name] = (size, cls, text)
+    return out
+
+
+def loadmat_text(path, var):
+    """A char variable's text as scipy.io.loadmat reads it (one string per row)."""
+    value = scipy.io.loadmat(path, variable_names=[var], chars_as_strings=True)[var]
+    return "\n".join(str(row) for row in value.ravel())
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_info_json_matches_independent_readers(name):
+    """`mlstm info --json`: container from scipy's matfile_version; sizes, classes and char text from
+    scipy.io.whosmat/loadmat (v4-v7) or h5py (v7.3), plus MATLAB's conventions where neither can say."""
+    path = os.path.join(FOLDER, name)
+    proc = run_mlstm("info", "--json", path, check=0)
+    got = json.loads(proc.stdout)
+    assert got["file"] == path
+    assert got["container"] == CONTAINERS[scipy.io.matlab.matfile_version(path)[0]]
+    variables = got["variables"]
+    if name in V73:
+        want = h5py_expected(path)
+        for var, (size, cls, text) in want.items():
+            assert variables[var]["size"] == list(size), (var, variables[var], size)
+            assert variables[var]["class"] == cls, (var, variables[var], cls)
+            if text is not None:
+                assert variables[var]["value"] == text, var
+    else:
+        want = whos_expected(path)
+        if want is not None:
+            assert set(variables) == set(want)
+            for var, (size, cls) in want.items():
+                assert variables[var]["class"] == cls, (var, variables[var], cls)
+                if cls == "char":
+                    text = loadmat_text(path, var)
+                    assert variables[var]["value"] == text, var
+                    if "\n" not in text:
+                        assert variables[var]["size"] == ([1, len(text)] if text else [0, 0]), var
+                else:
+                    assert variables[var]["size"] == list(matlab_size(size)), (var, variables[var], size)
+    for (file, var), (size, cls) in KNOWN.items():
+        if file == name:
+            assert (variables[var]["size"], variables[var]["class"]) == (list(size), cls)
+    assert all("value" in v for v in variables.values() if v["class"] == "char")
+    assert not any("value" in v for v in variables.values() if v["class"] != "char")
 
 
 def independent_numeric(path):

@@ -1,4 +1,4 @@
-"""Hypothesis property tests for the format rules (SPEC §2-§3).
+"""Hypothesis property tests for the format rules (docs/BEHAVIOUR.md §2-§3).
 
 The oracle is the rule itself, not mlstm's output for another call: permuting
 X's dimensions together with its DataFormat must permute Y the same way, and a

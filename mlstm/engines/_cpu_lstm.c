@@ -7,7 +7,7 @@
  * The elementwise pass is written to vectorise: exp and tanh are computed branch-free from
  * their Taylor series after exact range reduction (errors of a few ulp, tested against NumPy),
  * IEEE special values are blended in explicitly, and GCC's target_clones picks AVX-512, AVX2 or
- * plain SSE2 code at run time. No -ffast-math: NaN and Inf propagate as SPEC section 1 asks.
+ * plain SSE2 code at run time. No -ffast-math: NaN and Inf propagate as docs/BEHAVIOUR.md §1 asks.
  *
  * Built by setup.py as an optional extension; when it is missing the engine runs its NumPy loop.
  */

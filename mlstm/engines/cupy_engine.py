@@ -1,4 +1,4 @@
-"""CuPy engine: the LSTM recurrence on an NVIDIA GPU, over canonical arrays (SPEC §1).
+"""CuPy engine: the LSTM recurrence on an NVIDIA GPU, over canonical arrays (docs/BEHAVIOUR.md §1).
 
 Time runs in blocks of steps with one bounded device buffer for the gate pre-activations
 (``BLOCK_BYTES``): per block, the input projection x W' of all its steps is ONE cuBLAS GEMM,
@@ -212,6 +212,11 @@ class CupyLSTM:
     def empty_output(self, steps: int, batch: int, like: Any = None) -> Any:
         xp = np if like is not None and not _is_cupy(like) else _cupy()
         return xp.empty((steps, batch, self.hidden_size), dtype=self.dtype)
+
+    @property
+    def detail(self) -> str:
+        """Which kernel the last run used (for ``-v``)."""
+        return f"kernel={self.last_plan.kernel}" if self.last_plan is not None else ""
 
     def plan_for(self, batch: int) -> Plan:
         return plan(self.hidden_size, batch, self.dtype.itemsize, self.limits, os.environ.get("MLSTM_GPU_KERNEL"))

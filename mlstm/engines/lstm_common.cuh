@@ -1,5 +1,5 @@
 // LSTM arithmetic shared by every GPU kernel (lstm_step.cu, lstm_persistent.cu): the activations
-// and the cell update of SPEC section 1, gates in MATLAB's order i, f, g, o.
+// and the cell update of docs/BEHAVIOUR.md §1, gates in MATLAB's order i, f, g, o.
 //
 // Compiled by CuPy (NVRTC) or nvcc with -D real_t=float|double -D GATE_ACT=0|1 -D STATE_ACT=0|1|2
 // and -I <this folder>. With MLSTM_HOST_TEST defined the same code compiles as C on the host, so

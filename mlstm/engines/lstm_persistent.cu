@@ -1,4 +1,4 @@
-// The whole time loop of a block of steps in ONE launch (SPEC section 1, gates i, f, g, o).
+// The whole time loop of a block of steps in ONE launch (docs/BEHAVIOUR.md §1, gates i, f, g, o).
 //
 // lstm_persistent: a cooperative grid of unit groups x observation groups. Thread block q owns
 //   hidden units [j0, j0 + nu) with all four of their gate rows (so the cell update needs no

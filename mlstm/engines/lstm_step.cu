@@ -1,5 +1,5 @@
 // One LSTM time step, fused: all four gates, both activations, the state update and the Y write,
-// one thread per (observation b, hidden unit j). SPEC section 1, gates stacked i, f, g, o.
+// one thread per (observation b, hidden unit j). docs/BEHAVIOUR.md §1, gates stacked i, f, g, o.
 // The recurrent product h R' comes from a cuBLAS GEMM launched before it, every step.
 //
 // Compiled by CuPy (NVRTC) with -D real_t=float|double -D GATE_ACT=0|1 -D STATE_ACT=0|1|2 -I <here>.

@@ -1,4 +1,4 @@
-"""NumPy engine: the LSTM recurrence on the CPU over canonical arrays (SPEC §1).
+"""NumPy engine: the LSTM recurrence on the CPU over canonical arrays (docs/BEHAVIOUR.md §1).
 
 Time is processed in blocks of steps that share one preallocated gate buffer z (about 4 MB),
 so memory traffic and page faults do not grow with T:
@@ -128,18 +128,61 @@ def interruptible(call: Callable[[int | None], int], work: float) -> int:
     return int(outcome[0])
 
 
-@lru_cache(maxsize=1)
 def compiled_loop() -> Any:
     """The compiled step loop with BLAS gemm pointers, or None (not built, or MLSTM_PURE_NUMPY=1)."""
+    return _load_compiled_loop()[0]
+
+
+def compiled_loop_unavailable_reason() -> str | None:
+    """None if the compiled loop is what runs, else why the NumPy loop runs instead (for -v and
+    ``mlstm doctor``): MLSTM_PURE_NUMPY, the extension not built, or its import error."""
+    return _load_compiled_loop()[1]
+
+
+def _extension_files() -> list[str]:
+    import glob
+
+    return sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cpu_lstm*")))
+
+
+def _not_importable(exc: BaseException) -> str:
+    """Why ``import _cpu_lstm`` failed, in words a user can act on."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    built = [f for f in _extension_files() if not f.endswith(".c")]
+    matching = [f for f in built if f.endswith(tuple(EXTENSION_SUFFIXES))]
+    if not built:
+        return (
+            "the compiled loop was not built at install, which needs a C compiler: reinstall with one, "
+            "or run 'python setup.py build_ext --inplace' in a source checkout"
+        )
+    if not matching:
+        names = ", ".join(os.path.basename(f) for f in built)
+        return f"the compiled loop was built for another Python ({names}; this one loads {EXTENSION_SUFFIXES[0]})"
+    return f"the compiled loop does not import: {type(exc).__name__}: {exc}"
+
+
+@lru_cache(maxsize=1)
+def _load_compiled_loop() -> tuple[dict[np.dtype, CompiledLoop] | None, str | None]:
     if os.environ.get("MLSTM_PURE_NUMPY", "") not in ("", "0"):
-        return None
+        return None, f"MLSTM_PURE_NUMPY={os.environ['MLSTM_PURE_NUMPY']} forces the NumPy loop"
     try:
         from scipy.linalg import cython_blas
-
+    except ImportError as exc:
+        return None, f"scipy.linalg.cython_blas does not import: {type(exc).__name__}: {exc}"
+    try:
         from . import _cpu_lstm
-    except ImportError:
-        return None
-    lib = ctypes.CDLL(_cpu_lstm.__file__)
+    except ImportError as exc:
+        return None, _not_importable(exc)
+    try:
+        return _bind(_cpu_lstm.__file__, cython_blas), None
+    except (OSError, AttributeError, KeyError, ValueError) as exc:  # a stale build missing an entry point
+        return None, f"the compiled loop is out of date or damaged, rebuild it: {type(exc).__name__}: {exc}"
+
+
+def _bind(path: str, cython_blas: Any) -> dict[np.dtype, CompiledLoop]:
+    """The C entry points of the extension at ``path``, typed, with scipy's BLAS gemm/gemv."""
+    lib = ctypes.CDLL(path)
     api = ctypes.pythonapi
     api.PyCapsule_GetName.restype = ctypes.c_char_p
     api.PyCapsule_GetName.argtypes = [ctypes.py_object]
@@ -304,6 +347,8 @@ class NumpyLSTM:
         self.input_size = weights.shape[1]
         loops = compiled_loop() if compiled else None
         self.loop = loops[self.dtype] if loops else None
+        self.numpy_reason = None if self.loop else (compiled_loop_unavailable_reason() if compiled else "asked for")
+        self.last_plan = "serial"
         self.gate_code, self.state_code = GATE_CODES[gate_activation], STATE_CODES[state_activation]
         if self.loop is not None:  # C keeps MATLAB's gate order and signs
             rows = np.arange(4 * hidden)
@@ -325,6 +370,13 @@ class NumpyLSTM:
 
     def empty_output(self, steps: int, batch: int, like: Any = None) -> np.ndarray:
         return np.empty((steps, batch, self.hidden_size), dtype=self.dtype)
+
+    @property
+    def detail(self) -> str:
+        """Which loop ran (for ``-v``): ``loop=compiled (plan)``, or ``loop=numpy (why not compiled)``."""
+        if self.loop is not None:
+            return f"loop=compiled ({self.last_plan})"
+        return f"loop=numpy ({self.numpy_reason})"
 
     def run(
         self, x: np.ndarray, hidden_state: np.ndarray, cell_state: np.ndarray, y: np.ndarray | None = None
@@ -399,9 +451,11 @@ class NumpyLSTM:
             finally:
                 blas.set(blas_count)
             if status == 0:
+                self.last_plan = f"{plan} split, {threads} threads"
                 return y, y[-1].copy(), cell
             cell[...] = cell_state  # threads could not start: run serially from the start
         if hidden < GATE_MAJOR_MAX_H and batch >= hidden:  # loops over H too short to vectorise
+            self.last_plan = "serial, gate-major"
             scratch = np.empty(2 * hidden * batch, dtype=self.dtype)
             interruptible(
                 lambda stop: loop.gate_major(
@@ -410,6 +464,7 @@ class NumpyLSTM:
                 work,
             )
         else:
+            self.last_plan = "serial"
             interruptible(
                 lambda stop: loop.serial(
                     *shape, *weights, *states, z_buffer.ctypes.data, block, *codes, loop.gemv, stop

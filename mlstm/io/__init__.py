@@ -28,6 +28,7 @@ OUTPUT_FORMATS = ("mat", "mat73", "hdf5")
 HDF5_ORDERS = ("numpy", "matlab")
 # MAT v5 stores a variable's byte count in 32 bits; larger variables need v7.3.
 MAT5_VARIABLE_LIMIT = 2**31 - 1
+CHAR_VALUE_LIMIT = 256  # characters of a char variable's text that `mlstm info --json` shows
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,25 @@ class MatrixFile(ABC):
 
     def has(self, name: str) -> bool:
         return name in self.names()
+
+    def describe(self, char_limit: int = CHAR_VALUE_LIMIT) -> dict[str, Any]:
+        """``mlstm info --json``: the container and, per variable, MATLAB size, class and (for
+        char variables, such as a stored DataFormat) the text, cut at ``char_limit`` characters."""
+        variables: dict[str, Any] = {}
+        for row in self.info():
+            entry: dict[str, Any] = {"size": [int(d) for d in row.size], "class": row.matlab_class}
+            if row.matlab_class == "char":
+                try:
+                    text = self.read(row.name)
+                except MlstmError as err:
+                    entry["error"] = str(err)
+                else:
+                    if isinstance(text, str):
+                        entry["value"] = text[:char_limit]
+                        if len(text) > char_limit:
+                            entry["value_truncated"] = True
+            variables[row.name] = entry
+        return {"file": self.label, "container": self.kind, "variables": variables}
 
     def lazy(self, name: str) -> LazyArray | None:
         """A numeric variable that can be read in slices (HDF5-based files), or None."""

@@ -1,5 +1,5 @@
 function [Y, hiddenState, cellState, YFormat] = reference_lstm(X, H0, C0, W, R, b, fmt, gate, state)
-  % An independent LSTM written in Octave's language from SPEC section 1-3 (shares no code with mlstm).
+  % An independent LSTM written in Octave's language from docs/BEHAVIOUR.md §1-§3 (shares no code with mlstm).
   % X is laid out as fmt says (labels S C B T U); returns Y in X's order minus S, C first if absent.
   if nargin < 8, gate = 'sigmoid'; end
   if nargin < 9, state = 'tanh'; end
