@@ -20,6 +20,7 @@ from . import __version__
 from .errors import MlstmError
 from .inputs import Inputs, parse_var_mappings, shared_weights, split_tokens
 from .options import parse_options
+from .runfile import class_name, output_variables
 
 # click >= 8.2 raises this for a bare `mlstm`; older click printed the help itself.
 NO_COMMAND = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -152,95 +153,33 @@ def run(
     StateActivationFunction=tanh|softsign|relu, GateActivationFunction=sigmoid|hard-sigmoid
     (case-insensitive; names may be shortened, DataF=CBT). Writes Y, hiddenState, cellState and YFormat.
     """
-    from .io import AtomicOutput, check_output_path, needs_mat73, output_format_for, write_file
     from .progress import Progress
+    from .runfile import run_file
 
     paths, pairs = split_tokens(tokens)
-    mapping = parse_var_mappings(var_mappings)
-    parse_options(pairs)  # reject bad command-line options before touching any file
-    fmt = output_format_for(output, output_format)
-    check_output_path(output, [*paths, *([weights_path] if weights_path else [])])
-    order = hdf5_order.lower()
-    shared = shared_weights(weights_path, order, mapping, node, layer)
     bar = Progress(force=progress, quiet=quiet)
-    started = time.perf_counter()
-    # The temporary output exists before any computing: an unwritable directory fails at once.
-    with AtomicOutput(output) as target, Inputs(paths, order, shared) as inputs:
-        x = inputs.lazy_x(mapping)
-        if x is not None and fmt == "mat" and _too_big_for_mat5(x, inputs, mapping):
-            if not quiet:
-                _echo_err("mlstm: notice: Y will be over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
-            fmt = "mat73"
-        if x is not None and fmt in ("mat73", "hdf5") and 0 not in x.size:
-            from .io.hdf5 import Hdf5Output
-
-            with Hdf5Output(target.tmp, fmt, order) as out:
-                result = inputs.stream(x, mapping, pairs, out, engine.lower(), chunk_steps, bar)
-            bar.close()
-            p = result.problem
-            log = (
-                f"mlstm: engine={result.engine} class={_class_name(p.dtype)} T={result.steps} "
-                f"B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
-                f"Y={'x'.join(map(str, result.y_size))} ({result.y_format}) streamed in blocks of "
-                f"{result.chunk_steps} steps, ",
-                f" ms, output={output} ({fmt}) {result.detail}",
-            )
-        else:
-            shown = bar if bar.enabled else None  # blocks only when someone watches
-            result = inputs.compute(mapping, pairs, engine.lower(), chunk_steps=chunk_steps, progress=shown)
-            bar.close()
-            computed = time.perf_counter()
-            variables = _output_variables(result)
-            if fmt == "mat" and needs_mat73(variables):
-                if not quiet:
-                    _echo_err("mlstm: notice: an output is over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
-                fmt = "mat73"
-            write_file(target.tmp, variables, fmt, order)
-            p = result.problem
-            log = (
-                f"mlstm: engine={result.engine} class={_class_name(p.dtype)} "
-                f"T={p.num_steps} B={p.batch_size} InputSize={p.input_size} H={p.hidden_size} "
-                f"Y={'x'.join(map(str, result.Y.shape))} ({result.y_format}) "
-                f"compute={1e3 * (computed - started):.1f} ms write=",
-                f" ms output={output} ({fmt}) {result.detail}",
-            )
-            started = computed
+    try:
+        report = run_file(
+            paths,
+            output,
+            weights=weights_path,
+            node=node,
+            layer=layer,
+            var=parse_var_mappings(var_mappings),
+            output_format=output_format,
+            hdf5_order=hdf5_order,
+            engine=engine,
+            chunk_steps=chunk_steps,
+            progress=bar,
+            notice=None if quiet else lambda text: _echo_err(f"mlstm: notice: {text}"),
+            options=pairs,
+        )
+    finally:
+        bar.close()
     if verbose:  # after the commit: the output exists
-        for note in inputs.notes:
+        for note in report.notes:
             _echo_err(f"mlstm: {note}")
-        _echo_err(f"{log[0]}{1e3 * (time.perf_counter() - started):.1f}{log[1]}")
-
-
-def _to_host(a: Any) -> Any:
-    return a.get() if hasattr(a, "get") and type(a).__module__.startswith("cupy") else a
-
-
-def _output_variables(result: Any) -> dict[str, Any]:
-    """What an output file holds: Y, hiddenState, cellState (host arrays) and YFormat."""
-    variables = {"Y": result.Y, "hiddenState": result.hiddenState, "cellState": result.cellState}
-    variables = {k: _to_host(v) for k, v in variables.items()}
-    variables["YFormat"] = result.y_format
-    return variables
-
-
-def _class_name(dtype: Any) -> str:
-    return "single" if dtype.name == "float32" else "double"
-
-
-def _too_big_for_mat5(x: Any, inputs: Inputs, mapping: dict[str, str]) -> bool:
-    """Whether Y would pass MAT v7's 2 GB per variable: X's bytes times H / InputSize (from weights)."""
-    from .io import MAT5_VARIABLE_LIMIT
-
-    name = mapping.get("weights", "weights")
-    holder = inputs.find("weights", name, required=False)
-    weights = holder.read(name) if holder is not None else None
-    if getattr(weights, "ndim", 0) != 2 or weights.shape[1] == 0:
-        return False  # the front end reports what is wrong with it
-    elements = 1
-    for d in x.size:
-        elements *= int(d)
-    y_bytes = elements // weights.shape[1] * (weights.shape[0] // 4) * x.dtype.itemsize
-    return y_bytes > MAT5_VARIABLE_LIMIT
+        _echo_err(report.log_line())
 
 
 @cli.command()
@@ -519,8 +458,8 @@ def verify(
                 stored = _read_outputs(inputs.files[0], required=True)
                 result = inputs.compute(mapping, pairs, engine.lower())
             # The file's stored outputs are checked against the recomputation.
-            computed_in = _class_name(result.problem.dtype)
-            report = compare_outputs(stored, _output_variables(result), rtol, atol, compute_class=computed_in)
+            computed_in = class_name(result.problem.dtype)
+            report = compare_outputs(stored, output_variables(result), rtol, atol, compute_class=computed_in)
             status = "ok" if report.ok else "differ"
             record.update(status=status, **report.to_dict())
             worst = max(report.variables, key=lambda v: v.max_rel_error or 0.0, default=None)
@@ -825,14 +764,14 @@ def batch(
                 try:
                     with Inputs([job.input], order, shared) as inputs:
                         result = inputs.compute(mapping, pairs, backend.name, prepared=prepared)
-                    variables = _output_variables(result)
+                    variables = output_variables(result)
                     out_fmt = "mat73" if fmt == "mat" and io.needs_mat73(variables) else fmt
                     io.write_variables(job.output, variables, out_fmt, order)
                     p = result.problem
                     record.update(
                         status="ok",
                         format=out_fmt,
-                        compute_class=_class_name(p.dtype),
+                        compute_class=class_name(p.dtype),
                         T=p.num_steps,
                         B=p.batch_size,
                         input_size=p.input_size,

@@ -61,3 +61,20 @@ def test_matlab_layout_weights_file_still_needs_the_states(tmp_path, rng):
     )
     proc = run_mlstm("run", "x.mat", "--weights", "w.mat", "-o", "o.mat", "DataFormat=CBT", cwd=tmp_path)
     assert_one_line_error(proc, "no variable 'H0'")
+
+
+def test_run_file_is_what_the_cli_runs(tmp_path, rng):
+    import mlstm
+
+    x = rng.standard_normal((4, 2, 6))
+    h0, c0 = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    w, r, b = rng.standard_normal((12, 4)), rng.standard_normal((12, 3)), rng.standard_normal((12, 1))
+    scipy.io.savemat(tmp_path / "in.mat", {"X": x, "H0": h0, "C0": c0, "weights": w, "recurrentWeights": r, "bias": b})
+    report = mlstm.run_file(str(tmp_path / "in.mat"), str(tmp_path / "out.mat"), DataFormat="CBT")
+    y_ref, h_ref, c_ref = reference_lstm(x, h0, c0, w, r, b, "CBT")
+    got = scipy.io.loadmat(tmp_path / "out.mat")
+    np.testing.assert_allclose(got["Y"], y_ref, rtol=1e-12, atol=1e-14)
+    assert (report.format, report.compute_class, report.y_size, report.streamed) == ("mat", "double", (3, 2, 6), False)
+    with pytest.raises(mlstm.MlstmError, match="DataFormat"):
+        mlstm.run_file(str(tmp_path / "in.mat"), str(tmp_path / "o2.mat"), DataFormat="CBX")
+    assert not (tmp_path / "o2.mat").exists()

@@ -1,0 +1,168 @@
+"""The file-to-file run: what ``mlstm run`` does, as a library call.
+
+    mlstm.run_file("in.mat", "out.mat", DataFormat="CBT")
+
+Reads the six arguments (and char options) from the input files, chooses between streaming
+(X in MAT v7.3/HDF5 and a v7.3/HDF5 output: blocks of time, memory bounded) and an in-memory
+run, chooses the output container (a ``.mat`` whose Y would pass MAT v7's 2 GB per variable
+becomes MAT v7.3, with a notice), and writes Y, hiddenState, cellState and YFormat atomically.
+Every check that can fail before computing runs before computing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import MlstmError
+from .inputs import Inputs, shared_weights
+from .options import parse_options
+
+
+@dataclass
+class RunReport:
+    """What a run did (the output itself is in the file)."""
+
+    output: str
+    format: str  # mat, mat73 or hdf5
+    engine: str
+    compute_class: str  # single or double
+    steps: int
+    batch_size: int
+    input_size: int
+    hidden_size: int
+    y_size: tuple[int, ...]
+    y_format: str
+    streamed: bool
+    chunk_steps: int | None
+    detail: str  # which loop or kernel ran
+    seconds_compute: float  # streaming: compute and write together
+    seconds_write: float
+    notes: list[str] = field(default_factory=list)  # which file gave which argument
+
+    def log_line(self) -> str:
+        """The ``-v`` line."""
+        head = (
+            f"mlstm: engine={self.engine} class={self.compute_class} T={self.steps} B={self.batch_size} "
+            f"InputSize={self.input_size} H={self.hidden_size} Y={'x'.join(map(str, self.y_size))} ({self.y_format}) "
+        )
+        if self.streamed:
+            timing = f"streamed in blocks of {self.chunk_steps} steps, {1e3 * self.seconds_compute:.1f} ms,"
+        else:
+            timing = f"compute={1e3 * self.seconds_compute:.1f} ms write={1e3 * self.seconds_write:.1f} ms"
+        return f"{head}{timing} output={self.output} ({self.format}) {self.detail}"
+
+
+def class_name(dtype: Any) -> str:
+    return "single" if dtype.name == "float32" else "double"
+
+
+def _to_host(a: Any) -> Any:
+    return a.get() if hasattr(a, "get") and type(a).__module__.startswith("cupy") else a
+
+
+def output_variables(result: Any) -> dict[str, Any]:
+    """What an output file holds: Y, hiddenState, cellState (host arrays) and YFormat."""
+    variables = {"Y": result.Y, "hiddenState": result.hiddenState, "cellState": result.cellState}
+    variables = {k: _to_host(v) for k, v in variables.items()}
+    variables["YFormat"] = result.y_format
+    return variables
+
+
+def y_too_big_for_mat5(x: Any, inputs: Inputs, mapping: Mapping[str, str]) -> bool:
+    """Whether Y would pass MAT v7's 2 GB per variable: X's bytes times H / InputSize (from weights)."""
+    from .io import MAT5_VARIABLE_LIMIT
+
+    name = mapping.get("weights", "weights")
+    holder = inputs.find("weights", name, required=False)
+    weights = holder.read(name) if holder is not None else None
+    if getattr(weights, "ndim", 0) != 2 or weights.shape[1] == 0:
+        return False  # the front end reports what is wrong with it
+    elements = 1
+    for d in x.size:
+        elements *= int(d)
+    y_bytes = elements // weights.shape[1] * (weights.shape[0] // 4) * x.dtype.itemsize
+    return y_bytes > MAT5_VARIABLE_LIMIT
+
+
+def run_file(
+    inputs: str | Sequence[str],
+    output: str,
+    *,
+    weights: str | None = None,
+    node: str | None = None,
+    layer: str | None = None,
+    var: Mapping[str, str] | None = None,
+    output_format: str | None = None,
+    hdf5_order: str = "numpy",
+    engine: str = "numpy",
+    chunk_steps: int | None = None,
+    progress: Any = None,
+    notice: Callable[[str], None] | None = None,
+    options: Sequence[tuple[str, str]] = (),
+    **name_value: str,
+) -> RunReport:
+    """Run MATLAB's lstm from input files to ``output`` (.mat, .h5/.hdf5, or '-' for stdout).
+
+    ``inputs``: one path or several ('-' for stdin); ``weights``: a file read once for the
+    weights, recurrentWeights, bias (and states/options): MAT/HDF5 variables, or an ONNX, PyTorch
+    or Keras file (``node``/``layer`` pick a layer). ``var``: {role: variable name}.
+    Name-value options as keyword arguments (``DataFormat="CBT"``) or as ``options`` pairs.
+    ``progress``: a :class:`mlstm.progress.Progress`-like callable ``(done, total)`` with
+    ``enabled``. ``notice``: where notices go (default: none). Raises :class:`MlstmError`.
+    """
+    from .io import AtomicOutput, check_output_path, needs_mat73, output_format_for, write_file
+
+    paths = [inputs] if isinstance(inputs, str) else list(inputs)
+    mapping = dict(var or {})
+    pairs = [*options, *name_value.items()]
+    parse_options(pairs)  # bad options before touching any file
+    fmt = output_format_for(output, output_format)
+    check_output_path(output, [*paths, *([weights] if weights else [])])
+    order = hdf5_order.lower()
+    engine = engine.lower()
+    shared = shared_weights(weights, order, mapping, node, layer)
+    started = time.perf_counter()
+    # The temporary output exists before any computing: an unwritable directory fails at once.
+    with AtomicOutput(output) as target, Inputs(paths, order, shared) as files:
+        x = files.lazy_x(mapping)
+        if x is not None and fmt == "mat" and y_too_big_for_mat5(x, files, mapping):
+            if notice:
+                notice("Y will be over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
+            fmt = "mat73"
+        if x is not None and fmt in ("mat73", "hdf5") and 0 not in x.size:
+            from .io.hdf5 import Hdf5Output
+
+            with Hdf5Output(target.tmp, fmt, order) as out:
+                streamed = files.stream(x, mapping, pairs, out, engine, chunk_steps, progress)
+            p = streamed.problem
+            report = RunReport(
+                output, fmt, streamed.engine, class_name(p.dtype), streamed.steps, p.batch_size, p.input_size,
+                p.hidden_size, tuple(streamed.y_size), streamed.y_format, True, streamed.chunk_steps,
+                streamed.detail, time.perf_counter() - started, 0.0, files.notes,
+            )  # fmt: skip
+        else:
+            shown = progress if getattr(progress, "enabled", progress is not None) else None
+            result = files.compute(mapping, pairs, engine, chunk_steps=chunk_steps, progress=shown)
+            computed = time.perf_counter()
+            variables = output_variables(result)
+            if fmt == "mat" and needs_mat73(variables):
+                if notice:
+                    notice("an output is over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
+                fmt = "mat73"
+            write_file(target.tmp, variables, fmt, order)
+            p = result.problem
+            report = RunReport(
+                output, fmt, result.engine, class_name(p.dtype), p.num_steps, p.batch_size, p.input_size,
+                p.hidden_size, tuple(result.Y.shape), result.y_format, False, chunk_steps, result.detail,
+                computed - started, 0.0, files.notes,
+            )  # fmt: skip
+            started = computed
+    if not report.streamed:
+        report.seconds_write = time.perf_counter() - started  # the commit included
+    return report
+
+
+__all__ = ["RunReport", "run_file", "MlstmError"]
