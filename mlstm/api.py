@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from . import signals
 from .engines import get_engine
 from .formats import Problem, array_module, resolve
 from .options import Options, parse_options
+from .pipeline import chunk_length, run_blocks
 
 
 @dataclass
@@ -94,34 +94,27 @@ PROGRESS_BLOCKS = 50
 def run_in_chunks(
     runner: Any, problem: Problem, chunk_steps: int | None, progress: Callable[[int, int], None] | None
 ) -> tuple[Any, Any, Any]:
-    """The engine over all of ``problem.x``, ``chunk_steps`` at a time, carrying h and c.
-
-    With a progress callback and no chunk size, about 50 blocks, so the display moves (the
-    engine runs a whole block per call; blocks give the same result, tested bit for bit).
-    """
+    """The engine over all of ``problem.x``, in blocks of about ``chunk_steps`` steps (with a
+    progress callback and no size: about 50 blocks, so a display moves), carrying h and c. The
+    blocks are rounded to the engine's own (see :mod:`mlstm.pipeline`): same bits as one call."""
     steps = problem.num_steps
-    if progress is not None and not chunk_steps:
-        chunk_steps = max(1, -(-steps // PROGRESS_BLOCKS))
-    if not chunk_steps or chunk_steps >= steps:
-        out: tuple[Any, Any, Any] = runner.run(problem.x, problem.hidden_state, problem.cell_state)
-        if progress:
-            progress(steps, steps)
-        return out
+    if steps == 0:
+        return runner.run(problem.x, problem.hidden_state, problem.cell_state)
+    default = -(-steps // PROGRESS_BLOCKS) if progress is not None else None
+    chunk = chunk_length(runner, steps, problem.batch_size, chunk_steps, default)
     y = runner.empty_output(steps, problem.batch_size, like=problem.x)
-    hidden, cell = problem.hidden_state, problem.cell_state
-    for start in range(0, steps, chunk_steps):
-        stop = min(start + chunk_steps, steps)
-        _, hidden, cell = runner.run(problem.x[start:stop], hidden, cell, y=y[start:stop])
-        signals.check()
-        if progress:
-            progress(stop, steps)
+    hidden, cell = run_blocks(
+        runner,
+        steps,
+        chunk,
+        lambda start, stop: problem.x[start:stop],
+        None,
+        problem.hidden_state,
+        problem.cell_state,
+        out=y,
+        progress=progress,
+    )
     return y, hidden, cell
-
-
-def auto_chunk_steps(batch: int, input_size: int, hidden: int, itemsize: int, budget: int = 32 << 20) -> int:
-    """Steps per block so that one block's buffers (X, gates, Y) take about ``budget`` bytes."""
-    per_step = batch * (input_size + 5 * hidden) * itemsize
-    return max(1, budget // max(per_step, 1))
 
 
 def lstm(

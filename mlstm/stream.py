@@ -11,14 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from . import signals
-from .api import auto_chunk_steps, prepare_runner
+from .api import prepare_runner
 from .engines import get_engine
 from .errors import MlstmError
 from .formats import Problem, canonical_x, check_class, matlab_shape, parse_data_format, resolve
 from .options import ARGUMENT_NAMES, Options
+from .pipeline import auto_chunk_steps, chunk_length, run_blocks
 
 
 @dataclass
@@ -62,44 +60,38 @@ def stream_lstm(
         return x.read(time_axis, start, stop)
 
     # Classes first (as the in-memory path checks them), so no size is derived from a char, cell,
-    # integer or complex argument; every other check runs in resolve on the first block.
+    # integer or complex argument; every other check runs in resolve, on the first step of X.
     arguments = {name: check_class(name, arguments[name]) for name in ARGUMENT_NAMES[1:]}
-    itemsize = 4 if any(np.dtype(a.dtype) == np.float32 for a in [x, *arguments.values()]) else 8
-    input_size = int(np.prod([s for s, lab in zip(fmt.sizes, fmt.labels) if lab in "SC"], dtype=np.int64))
-    hidden = int(np.shape(arguments["H0"])[0]) if np.ndim(arguments["H0"]) else 1  # checked by resolve below
-    chunk = chunk_steps or auto_chunk_steps(fmt.size("B"), input_size, hidden, itemsize)
-    chunk = max(1, min(chunk, max(steps, 1)))
-
-    # The first block goes through the whole front end: every check on every argument.
-    first = block(0, min(chunk, steps))
     problem = resolve(
-        first,
+        block(0, min(1, steps)),
         *(arguments[name] for name in ARGUMENT_NAMES[1:]),
         options.data_format,
         gate_activation=options.gate_activation,
         state_activation=options.state_activation,
     )
     runner = prepare_runner(backend, problem)
+    batch, itemsize = problem.batch_size, problem.dtype.itemsize
+    default = auto_chunk_steps(batch, problem.input_size, problem.hidden_size, itemsize)
+    chunk = chunk_length(runner, steps, batch, chunk_steps, default)
     y_labels = problem.y_format
     full_sizes = tuple(steps if label == "T" else size for label, size in zip(y_labels, problem.y_sizes))
     y_size = matlab_shape(full_sizes)
     y_time_axis = y_labels.index("T")
     write_y = output.create("Y", y_size, problem.y_class)
-    hidden_state, cell_state = problem.hidden_state, problem.cell_state
-    x_block = problem.x
-    for start in range(0, steps, chunk):
-        stop = min(start + chunk, steps)
-        if start > 0:
-            raw = block(start, stop)
-            x_block = canonical_x(raw, parse_data_format(options.data_format, raw.shape), problem.dtype)
-        y, hidden_state, cell_state = runner.run(x_block, hidden_state, cell_state)
+
+    def read(start: int, stop: int) -> Any:
+        raw = block(start, stop)
+        return canonical_x(raw, parse_data_format(options.data_format, raw.shape), problem.dtype)
+
+    def write(start: int, stop: int, y: Any) -> None:
         y_block = problem.y_block(y).astype(problem.y_class, copy=False)
         if y_block.ndim > len(y_size):  # trailing singleton dimensions MATLAB drops
             y_block = y_block.reshape(y_block.shape[: len(y_size)])
         write_y(y_time_axis, start, y_block)
-        signals.check()  # an interrupt that h5py swallowed still stops the run
-        if progress:
-            progress(stop, steps)
+
+    hidden_state, cell_state = run_blocks(
+        runner, steps, chunk, read, write, problem.hidden_state, problem.cell_state, progress=progress
+    )
     output.write("hiddenState", problem.restore_state(hidden_state, problem.hidden_class))
     output.write("cellState", problem.restore_state(cell_state, problem.cell_class))
     output.write("YFormat", y_labels)

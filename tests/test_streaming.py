@@ -8,16 +8,20 @@ import scipy.io
 from conftest import assert_one_line_error, run_mlstm
 from reference import random_problem, reference_lstm
 
-from mlstm.api import compute
+from mlstm.api import compute, prepare_runner
+from mlstm.engines import get_engine
+from mlstm.formats import resolve
 from mlstm.io import LazyArray, write_variables
 from mlstm.options import Options
+from mlstm.pipeline import chunk_length
 from mlstm.stream import stream_lstm
 
 NAMES = ("X", "H0", "C0", "weights", "recurrentWeights", "bias")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("C,H,B,T", [(3, 2, 4, 23), (6, 40, 32, 17)])  # the second takes the BLAS path
+# The last two need several of the engine's projection blocks (15 and 30 steps; 6 steps at B = 128).
+@pytest.mark.parametrize("C,H,B,T", [(3, 2, 4, 23), (6, 40, 32, 17), (64, 256, 32, 100), (20, 96, 128, 40)])
 @pytest.mark.parametrize("chunk", [1, 5, 16, 100])
 def test_chunked_equals_unchunked_exactly(dtype, C, H, B, T, chunk):
     args = random_problem(np.random.default_rng(T), C=C, H=H, B=B, T=T, scale=0.4, dtype=dtype)
@@ -27,7 +31,20 @@ def test_chunked_equals_unchunked_exactly(dtype, C, H, B, T, chunk):
     parts = compute(*args, options=opts, chunk_steps=chunk, progress=lambda done, total: seen.append((done, total)))
     for name in ("Y", "hiddenState", "cellState"):
         np.testing.assert_array_equal(getattr(parts, name), getattr(whole, name))
-    assert seen[-1] == (T, T) and len(seen) == -(-T // chunk)
+    runner = prepare_runner(get_engine("numpy"), resolve(*args, "CBT"))
+    unit = runner.block_steps(B)
+    blocks = -(-T // (-(-chunk // unit) * unit))  # the chunk rounded up to the engine's block
+    assert seen[-1] == (T, T) and len(seen) == blocks
+
+
+def test_blocks_follow_the_engine_not_the_request():
+    args = random_problem(np.random.default_rng(0), C=64, H=256, B=32, T=100, dtype=np.float64)
+    runner = prepare_runner(get_engine("numpy"), resolve(*args, "CBT"))
+    unit = runner.block_steps(32)
+    assert 1 < unit < 100  # the shape above needs several blocks
+    assert chunk_length(runner, 100, 32, 5, None) == unit
+    assert chunk_length(runner, 100, 32, unit + 1, None) == 2 * unit
+    assert chunk_length(runner, 100, 32, None, None) == 100
 
 
 class RecordingArray(LazyArray):
@@ -63,7 +80,8 @@ class MemoryOutput:
 
 @pytest.mark.parametrize("fmt,axes", [("CBT", (0, 1, 2)), ("TCB", (2, 0, 1)), ("BTC", (1, 2, 0))])
 def test_stream_reads_bounded_blocks_and_matches_reference(tmp_path, fmt, axes):
-    X, H0, C0, W, R, b = random_problem(np.random.default_rng(5), C=3, H=2, B=4, T=50)
+    # Big enough that the engine's projection block (15 steps) is shorter than the run.
+    X, H0, C0, W, R, b = random_problem(np.random.default_rng(5), C=64, H=256, B=32, T=50, scale=0.1)
     X = np.transpose(X, axes)  # X laid out as fmt says
     path = tmp_path / "x.h5"
     with h5py.File(path, "w") as f:
@@ -73,7 +91,8 @@ def test_stream_reads_bounded_blocks_and_matches_reference(tmp_path, fmt, axes):
         out = MemoryOutput()
         args = dict(zip(NAMES[1:], (H0, C0, W, R, b)))
         result = stream_lstm(lazy, args, Options(fmt), out, chunk_steps=7)
-    assert max(lazy.reads) == 7 and sum(lazy.reads) == 50
+    # chunk_steps=7 is rounded up to the engine's block; one step is read first for the checks.
+    assert result.chunk_steps == 15 and lazy.reads == [1, 15, 15, 15, 5]
     Yr, hr, cr = reference_lstm(X, H0, C0, W, R, b, fmt)
     np.testing.assert_allclose(out.variables["Y"], Yr, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(out.variables["hiddenState"], hr, rtol=1e-12, atol=1e-14)
@@ -175,11 +194,11 @@ def test_progress_bar_on_a_terminal():
 
 
 def test_progress_without_a_chunk_size_moves_and_changes_nothing():
-    args = random_problem(np.random.default_rng(3), C=3, H=4, B=2, T=120)
+    args = random_problem(np.random.default_rng(3), C=64, H=256, B=32, T=120)
     whole = compute(*args, options=Options("CBT"))
     seen = []
     shown = compute(*args, options=Options("CBT"), progress=lambda done, total: seen.append(done))
-    assert len(seen) == 40 and seen[-1] == 120  # about 50 blocks: ceil(120 / 50) = 3 steps each
+    assert len(seen) == 8 and seen[-1] == 120  # about 50 blocks, rounded up to the engine's 15 steps
     for name in ("Y", "hiddenState", "cellState"):
         np.testing.assert_array_equal(getattr(shown, name), getattr(whole, name))
 

@@ -193,6 +193,7 @@ class CupyLSTM:
         self.dtype = np.dtype(dtype)
         self.gate, self.state = gate_activation, state_activation
         self.hidden_size = recurrent_weights.shape[1]
+        self.input_size = weights.shape[1]
         self.input_weights_t = cp.ascontiguousarray(cp.asarray(weights, dtype=self.dtype).T)
         self.recurrent_weights = cp.ascontiguousarray(cp.asarray(recurrent_weights, dtype=self.dtype))
         self._recurrent_weights_t = None
@@ -221,6 +222,19 @@ class CupyLSTM:
     def plan_for(self, batch: int) -> Plan:
         return plan(self.hidden_size, batch, self.dtype.itemsize, self.limits, os.environ.get("MLSTM_GPU_KERNEL"))
 
+    def block_steps(self, batch: int, on_host: bool = True) -> int:
+        """Steps per block (one input-projection GEMM and one kernel launch each); a run split into
+        calls whose lengths, all but the last, are multiples of this gives the same bits as one call."""
+        hidden = self.hidden_size
+        per_step = batch * 4 * hidden * self.dtype.itemsize
+        if on_host:
+            per_step += batch * (self.input_size + hidden) * self.dtype.itemsize
+        block = max(1, BLOCK_BYTES // max(1, per_step))
+        chosen = self.plan_for(batch)
+        if chosen.kernel == "persistent":  # the barrier counter is 32-bit: steps * blocks < 2**32
+            block = min(block, (2**32 - 1) // chosen.grid)
+        return block
+
     def run(self, x: Any, hidden_state: Any, cell_state: Any, y: Any = None) -> tuple[Any, Any, Any]:
         """x (T, B, InputSize) -> Y (T, B, H), final hidden and cell states (B, H); inputs unmodified.
 
@@ -238,12 +252,7 @@ class CupyLSTM:
             return self._out(y, h if on_host else h.copy(), cell, on_host)  # host h: already a copy
         chosen = self.plan_for(batch)
         self.last_plan = chosen
-        per_step = batch * 4 * hidden * self.dtype.itemsize
-        if on_host:
-            per_step += batch * (inputs + hidden) * self.dtype.itemsize
-        block = max(1, min(steps, BLOCK_BYTES // per_step))
-        if chosen.kernel == "persistent":  # the barrier counter is 32-bit: steps * blocks < 2**32
-            block = min(block, (2**32 - 1) // chosen.grid)
+        block = min(steps, self.block_steps(batch, on_host))
         zx_buf = cp.empty((block, batch, 4 * hidden), dtype=self.dtype)
         y_buf = cp.empty((block, batch, hidden), dtype=self.dtype) if on_host else None
         for start in range(0, steps, block):

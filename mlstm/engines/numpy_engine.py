@@ -367,6 +367,15 @@ class NumpyLSTM:
         self.input_weights = np.ascontiguousarray(self.input_weights_t.T)  # (4H, In), for C
         self.bias = np.ascontiguousarray(bias[rows].astype(self.dtype) * sign[:, 0])
         self._unit_split: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.plan_steps: int | None = None  # set by a run split into blocks: the plan is the whole run's
+
+    def block_steps(self, batch: int) -> int:
+        """Steps per block of the input projection (one GEMM each, about BLOCK_BYTES of X and
+        gates). Runs split into calls whose lengths, all but the last, are multiples of this
+        (and with ``plan_steps`` set to the whole length) give the same bits as one call: the
+        same GEMMs on the same data, whatever the BLAS."""
+        per_step = batch * (self.input_size + 4 * self.hidden_size) * self.dtype.itemsize
+        return max(1, BLOCK_BYTES // max(1, per_step))
 
     def empty_output(self, steps: int, batch: int, like: Any = None) -> np.ndarray:
         return np.empty((steps, batch, self.hidden_size), dtype=self.dtype)
@@ -394,7 +403,7 @@ class NumpyLSTM:
         if steps == 0:
             return y, h.copy(), cell
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        block = max(1, min(steps, BLOCK_BYTES // max(1, batch * 4 * hidden * self.dtype.itemsize)))
+        block = min(steps, self.block_steps(batch))
         z_buffer = np.empty((block, batch, 4 * hidden), dtype=self.dtype)
         if self.loop is not None:
             return self._run_compiled(x, h, cell, cell_state, y, z_buffer, block)
@@ -417,7 +426,8 @@ class NumpyLSTM:
         shape = (steps, batch, self.input_size, hidden, x.ctypes.data)
         codes = (self.gate_code, self.state_code, loop.gemm)
         blas = loop.blas_threads
-        plan, threads = cpu_plan(steps, batch, self.input_size, hidden, self.dtype) if blas else ("serial", 1)
+        plan_steps = self.plan_steps or steps  # the whole run's length: every block of it runs the same plan
+        plan, threads = cpu_plan(plan_steps, batch, self.input_size, hidden, self.dtype) if blas else ("serial", 1)
         if plan == "units":  # the C side's limit, so the rows are permuted for the count that runs
             threads = min(threads, loop.max_unit_threads, hidden)
         work = float(steps) * batch * 4 * hidden * (self.input_size + hidden)
