@@ -137,6 +137,26 @@ class Inputs:
             values[role] = self.find(role, name).read(name)
         return values
 
+    def check_sizes(self, mapping: dict[str, str], data_format: str | None) -> None:
+        """Check the six arguments' classes and sizes from the files' metadata, before any array is
+        read, so that a variable declaring more data than the others allow (a 960 MB ``weights``
+        beside a 3-by-2 X) is an error without being read. Variables whose metadata says too
+        little (char, cell, ...) are read here: their reads are small or fail at once."""
+        from .formats import check_arguments
+
+        names = [mapping.get(role, role) for role in ARGUMENT_NAMES]
+        holders = [self.find(role, name, required=False) for role, name in zip(ARGUMENT_NAMES, names)]
+        if None in holders:
+            return  # reading reports the missing variable, after what a damaged file says of the others
+        stand_ins = []
+        for holder, name in zip(holders, names):
+            declared = holder.declared(name)
+            stand_ins.append(declared if declared is not None else holder.read(name))
+        try:
+            check_arguments(*stand_ins, data_format)
+        except MlstmError as err:
+            raise self.locate(err) from None
+
     def option_variables(self, given: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Name-value options stored as char variables, for the options the command line leaves out."""
         from .options import resolve_name
@@ -170,6 +190,7 @@ class Inputs:
         from .api import compute
 
         options = parse_options(self.option_variables(pairs))
+        self.check_sizes(mapping, options.data_format)
         arguments = self.read_arguments(mapping)
         try:
             return compute(
@@ -202,6 +223,7 @@ class Inputs:
         from .stream import stream_lstm
 
         options = parse_options(self.option_variables(pairs))
+        self.check_sizes(mapping, options.data_format)
         arguments = self.read_arguments(mapping, ARGUMENT_NAMES[1:])
         try:
             return stream_lstm(x, arguments, options, output, engine, chunk_steps, progress)
@@ -256,7 +278,7 @@ def _shared_weights(
                 "--node and --layer pick a layer of a --weights file; give --weights FILE", "--node/--layer"
             )
         return []
-    from .io import open_weights_file
+    from .weights import open_weights_file
 
     names = [mapping.get(role, role) for role in SHARED_ROLES] + list(OPTION_CHOICES)
     return [open_weights_file(path, order, node, layer, names=names)]
@@ -371,15 +393,18 @@ def run(
     started = time.perf_counter()
     with Inputs(paths, order, shared) as inputs:
         x = inputs.lazy_x(mapping)
+        if x is not None and fmt == "mat":
+            # Sizes first: a notice about Y's size is worth giving only for sizes that can run.
+            inputs.check_sizes(mapping, parse_options(inputs.option_variables(pairs)).data_format)
         if x is not None and fmt == "mat" and _too_big_for_mat5(x, inputs, mapping):
             if not quiet:
                 _echo_err("mlstm: notice: Y will be over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
             fmt = "mat73"
         if x is not None and fmt in ("mat73", "hdf5") and 0 not in x.size:
-            from .io.hdf5 import Hdf5Output
+            from .io import open_hdf5_output
 
             with AtomicOutput(output) as target:
-                with Hdf5Output(target.tmp, fmt, order) as out:
+                with open_hdf5_output(target.tmp, fmt, order) as out:
                     result = inputs.stream(x, mapping, pairs, out, engine.lower(), chunk_steps, bar)
             bar.close()
             if verbose:
@@ -435,7 +460,10 @@ def _too_big_for_mat5(x: Any, inputs: Inputs, mapping: dict[str, str]) -> bool:
 
     name = mapping.get("weights", "weights")
     holder = inputs.find("weights", name, required=False)
-    weights = holder.read(name) if holder is not None else None
+    weights = None
+    if holder is not None:  # its size from metadata where the file says it (checked by check_sizes)
+        weights = holder.declared(name)
+        weights = holder.read(name) if weights is None else weights
     if getattr(weights, "ndim", 0) != 2 or weights.shape[1] == 0:
         return False  # the front end reports what is wrong with it
     elements = 1
@@ -459,7 +487,9 @@ def info(path: str, hdf5_order: str, debug: bool) -> None:
         click.echo(f"{f.label}: {f.kind}, {len(rows)} variable(s)")
         width = max([len(r.name) for r in rows] + [4])
         for r in rows:
-            click.echo(f"  {r.name:<{width}}  {matlab_size(r.size):>16}  {r.matlab_class}")
+            size = "?" if r.size is None else matlab_size(r.size)
+            note = f"  ({r.note})" if r.note else ""
+            click.echo(f"  {r.name:<{width}}  {size:>16}  {r.matlab_class}{note}")
 
 
 def _tolerance_options(f: Any) -> Any:
@@ -468,14 +498,32 @@ def _tolerance_options(f: Any) -> Any:
     return f
 
 
-def _read_outputs(f: Any, required: bool) -> dict[str, Any]:
+def _output_names(f: Any, required: bool) -> list[str]:
     from .compare import COMPARED
 
-    found = {name: f.read(name) for name in COMPARED if f.has(name)}
-    if required and not found:
+    names = [name for name in COMPARED if f.has(name)]
+    if required and not names:
         raise MlstmError(
             f"{f.label}: expected variables {', '.join(COMPARED)}, found {', '.join(f.names()) or 'no variables'}"
         )
+    return names
+
+
+def _read_outputs(f: Any, required: bool, against: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Y, hiddenState, cellState of ``f``. A variable whose size (from metadata) differs from its
+    counterpart in ``against`` is not read: its size stands in, and the comparison reports it."""
+    import numpy as np
+
+    from .formats import matlab_shape
+
+    found = {}
+    for name in _output_names(f, required):
+        if against is not None and name in against:
+            declared = f.declared(name)
+            if declared is not None and matlab_shape(declared.shape) != matlab_shape(np.shape(against[name])):
+                found[name] = declared
+                continue
+        found[name] = f.read(name)
     return found
 
 
@@ -510,7 +558,7 @@ def check(
         open_matrix_file(expected_path, hdf5_order.lower()) as fe,
     ):
         expected = _read_outputs(fe, required=True)
-        actual = _read_outputs(fa, required=False)
+        actual = _read_outputs(fa, required=False, against=expected)
     report = compare_outputs(actual, expected, rtol, atol)
     if as_json:
         click.echo(json.dumps(dict(report.to_dict(), actual=actual_path, expected=expected_path), indent=2))
@@ -558,8 +606,9 @@ def verify(
         record: dict[str, Any] = {"file": path}
         try:
             with Inputs([path], hdf5_order.lower()) as inputs:
-                stored = _read_outputs(inputs.files[0], required=True)
+                _output_names(inputs.files[0], required=True)
                 result = inputs.compute(mapping, pairs, engine.lower())
+                stored = _read_outputs(inputs.files[0], required=True, against=_output_variables(result))
             # The file's stored outputs are checked against the recomputation.
             computed_in = _class_name(result.problem.dtype)
             report = compare_outputs(stored, _output_variables(result), rtol, atol, compute_class=computed_in)
@@ -645,7 +694,8 @@ def convert(
     plus StateActivationFunction and GateActivationFunction as char variables when the source says.
     """
     from .foreign import read_foreign, write_onnx
-    from .io import AtomicOutput, open_weights_file, output_format_for, write_variables
+    from .io import AtomicOutput, output_format_for, write_variables
+    from .weights import open_weights_file
 
     order = hdf5_order.lower()
     if to_kind.lower() == "onnx":
