@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from mlstm import lstm  # noqa: E402
-from mlstm.io.hdf5 import Hdf5Output  # noqa: E402
+from mlstm.io.h5write import Hdf5Output  # noqa: E402
 
 C, B, T, H = 256, 64, 65536, 32
 

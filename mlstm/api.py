@@ -99,7 +99,8 @@ def run_in_chunks(
     blocks are rounded to the engine's own (see :mod:`mlstm.pipeline`): same bits as one call."""
     steps = problem.num_steps
     if steps == 0:
-        return runner.run(problem.x, problem.hidden_state, problem.cell_state)
+        y0, hidden0, cell0 = runner.run(problem.x, problem.hidden_state, problem.cell_state)
+        return y0, hidden0, cell0
     default = -(-steps // PROGRESS_BLOCKS) if progress is not None else None
     chunk = chunk_length(runner, steps, problem.batch_size, chunk_steps, default)
     y = runner.empty_output(steps, problem.batch_size, like=problem.x)

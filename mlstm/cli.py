@@ -195,19 +195,21 @@ def run(
 def info(path: str, as_json: bool, hdf5_order: str, debug: bool) -> None:
     """List the variables of FILE with MATLAB size and class."""
     from .formats import matlab_size
-    from .io import open_matrix_file
+    from .io import CHAR_VALUE_LIMIT, open_matrix_file
 
     with open_matrix_file(path, hdf5_order.lower()) as f:
         if as_json:
             import json
 
-            click.echo(json.dumps(f.describe(), indent=2))
+            click.echo(json.dumps(f.summary(CHAR_VALUE_LIMIT), indent=2))
             return
         rows = f.info()
         click.echo(f"{f.label}: {f.kind}, {len(rows)} variable(s)")
         width = max([len(r.name) for r in rows] + [4])
         for r in rows:
-            click.echo(f"  {r.name:<{width}}  {matlab_size(r.size):>16}  {r.matlab_class}")
+            size = "?" if r.size is None else matlab_size(r.size)
+            note = f"  ({r.note})" if r.note else ""
+            click.echo(f"  {r.name:<{width}}  {size:>16}  {r.matlab_class}{note}")
 
 
 def _tolerance_options(f: Any) -> Any:
@@ -216,14 +218,32 @@ def _tolerance_options(f: Any) -> Any:
     return f
 
 
-def _read_outputs(f: Any, required: bool) -> dict[str, Any]:
+def _output_names(f: Any, required: bool) -> list[str]:
     from .compare import COMPARED
 
-    found = {name: f.read(name) for name in COMPARED if f.has(name)}
-    if required and not found:
+    names = [name for name in COMPARED if f.has(name)]
+    if required and not names:
         raise MlstmError(
             f"{f.label}: expected variables {', '.join(COMPARED)}, found {', '.join(f.names()) or 'no variables'}"
         )
+    return names
+
+
+def _read_outputs(f: Any, required: bool, against: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Y, hiddenState, cellState of ``f``. A variable whose size (from metadata) differs from its
+    counterpart in ``against`` is not read: its size stands in, and the comparison reports it."""
+    import numpy as np
+
+    from .formats import matlab_shape
+
+    found = {}
+    for name in _output_names(f, required):
+        if against is not None and name in against:
+            declared = f.declared(name)
+            if declared is not None and matlab_shape(declared.shape) != matlab_shape(np.shape(against[name])):
+                found[name] = declared
+                continue
+        found[name] = f.read(name)
     return found
 
 
@@ -322,7 +342,7 @@ def check(
         pyplot("--plot")  # no matplotlib: say so before any work
     with open_matrix_file(actual_path, order) as fa, open_matrix_file(expected_path, order) as fe:
         expected = _read_outputs(fe, required=True)
-        actual = _read_outputs(fa, required=False)
+        actual = _read_outputs(fa, required=False, against=expected)
         layouts = (_read_layout(fa), _read_layout(fe))
     report = compare_outputs(actual, expected, rtol, atol)
     result = dict(report.to_dict(), actual=actual_path, expected=expected_path)
@@ -455,8 +475,9 @@ def verify(
         notes: list[str] = []
         try:
             with Inputs([path], hdf5_order.lower()) as inputs:
-                stored = _read_outputs(inputs.files[0], required=True)
+                _output_names(inputs.files[0], required=True)
                 result = inputs.compute(mapping, pairs, engine.lower())
+                stored = _read_outputs(inputs.files[0], required=True, against=output_variables(result))
             # The file's stored outputs are checked against the recomputation.
             computed_in = class_name(result.problem.dtype)
             report = compare_outputs(stored, output_variables(result), rtol, atol, compute_class=computed_in)
@@ -599,7 +620,8 @@ def convert(
     plus StateActivationFunction and GateActivationFunction as char variables when the source says.
     """
     from .foreign import read_foreign, write_onnx
-    from .io import AtomicOutput, check_output_path, open_weights_file, output_format_for, write_variables
+    from .io import AtomicOutput, check_output_path, output_format_for, write_variables
+    from .weights import open_weights_file
 
     order = hdf5_order.lower()
     if to_kind.lower() == "onnx":

@@ -20,65 +20,12 @@ from typing import Any
 import numpy as np
 
 from .errors import MlstmError, MlstmTypeError
+from .matlab_types import drop_trailing_singletons as _drop_trailing_singletons
+from .matlab_types import is_sparse as _is_sparse
+from .matlab_types import matlab_class, matlab_shape, matlab_size
 from .options import ARGUMENT_NAMES
 
 FORMAT_LABELS = "SCBTU"
-
-# MATLAB class names for the NumPy dtypes a MAT file can hold.
-_MATLAB_CLASS = {
-    "float64": "double",
-    "float32": "single",
-    "int8": "int8",
-    "int16": "int16",
-    "int32": "int32",
-    "int64": "int64",
-    "uint8": "uint8",
-    "uint16": "uint16",
-    "uint32": "uint32",
-    "uint64": "uint64",
-    "bool": "logical",
-    "complex64": "complex single",
-    "complex128": "complex double",
-}
-
-
-def matlab_class(a: Any) -> str:
-    """MATLAB's name for the class of ``a`` (``double``, ``single``, ``char``, ``cell``, ...)."""
-    if _is_sparse(a):
-        return "sparse"
-    dtype = getattr(a, "dtype", None)
-    if dtype is None:
-        a = np.asarray(a)
-        dtype = a.dtype
-    if dtype.kind in "US":
-        return "char"
-    if dtype.kind == "O":
-        return "cell"
-    if dtype.kind == "V":
-        return "struct"
-    return _MATLAB_CLASS.get(dtype.name, dtype.name)
-
-
-def matlab_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The size MATLAB reports for ``shape``: trailing singletons dropped, at least two dimensions."""
-    dims = _drop_trailing_singletons(tuple(int(d) for d in shape))
-    return dims + (1,) * (2 - len(dims)) if len(dims) < 2 else dims
-
-
-def matlab_size(shape: tuple[int, ...]) -> str:
-    """MATLAB's way of writing a size, e.g. ``3x4x5``."""
-    return "x".join(str(d) for d in matlab_shape(shape))
-
-
-def _drop_trailing_singletons(shape: tuple[int, ...]) -> tuple[int, ...]:
-    dims = list(shape)
-    while dims and dims[-1] == 1:
-        dims.pop()
-    return tuple(dims)
-
-
-def _is_sparse(a: Any) -> bool:
-    return type(a).__module__.startswith(("scipy.sparse", "cupyx.scipy.sparse"))
 
 
 def array_module(a: Any) -> Any:
@@ -312,19 +259,27 @@ def canonical_x(X: Any, fmt: DataFormat, dtype: np.dtype) -> Any:
     return out
 
 
-def resolve(
-    X: Any,
-    H0: Any,
-    C0: Any,
-    weights: Any,
-    recurrentWeights: Any,
-    bias: Any,
-    data_format: str | None,
-    gate_activation: str = "sigmoid",
-    state_activation: str = "tanh",
-) -> Problem:
-    """Check the six MATLAB arguments and build the canonical :class:`Problem`."""
-    args = [check_class(name, a) for name, a in zip(ARGUMENT_NAMES, (X, H0, C0, weights, recurrentWeights, bias))]
+@dataclass(frozen=True)
+class Sizes:
+    """What :func:`check_arguments` derives: the arguments as arrays, X's format and the sizes."""
+
+    args: tuple[Any, ...]  # X, H0, C0, weights, recurrentWeights, bias
+    fmt: DataFormat
+    batch: int
+    input_size: int
+    hidden: int
+
+
+def check_arguments(
+    X: Any, H0: Any, C0: Any, weights: Any, recurrentWeights: Any, bias: Any, data_format: str | None
+) -> Sizes:
+    """Check the six arguments' classes and sizes against one another and the DataFormat.
+
+    Only ``.shape`` and ``.dtype`` are looked at, so a stand-in that has just those (a variable's
+    size and class from a file's metadata, :class:`mlstm.io.Declared`) is checked before its data
+    is read, with the very errors the data itself would get.
+    """
+    args = tuple(check_class(name, a) for name, a in zip(ARGUMENT_NAMES, (X, H0, C0, weights, recurrentWeights, bias)))
     X, H0, C0, weights, recurrentWeights, bias = args
     if data_format is None:
         raise MlstmError(
@@ -377,6 +332,26 @@ def resolve(
             f"found size {matlab_size(bias.shape)}",
             "bias",
         )
+    return Sizes(args, fmt, batch, input_size, hidden)
+
+
+def resolve(
+    X: Any,
+    H0: Any,
+    C0: Any,
+    weights: Any,
+    recurrentWeights: Any,
+    bias: Any,
+    data_format: str | None,
+    gate_activation: str = "sigmoid",
+    state_activation: str = "tanh",
+) -> Problem:
+    """Check the six MATLAB arguments and build the canonical :class:`Problem`."""
+    sizes = check_arguments(X, H0, C0, weights, recurrentWeights, bias, data_format)
+    args = sizes.args
+    X, H0, C0, weights, recurrentWeights, bias = args
+    fmt, batch, input_size, hidden = sizes.fmt, sizes.batch, sizes.input_size, sizes.hidden
+    gates = 4 * hidden
 
     dtype = compute_class(*args)
     xp = array_module(X)

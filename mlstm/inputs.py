@@ -136,7 +136,7 @@ class Inputs:
     def _zero_state_allowed(self, name: str) -> bool:
         return self._converted_weights() is not None and not any(f.has(name) for f in self.files)
 
-    def _zero_state(self, role: str, mapping: dict[str, str]) -> Any:
+    def _zero_state(self, role: str, mapping: dict[str, str], note: bool = True) -> Any:
         """H-by-1 zeros (MATLAB broadcasts an H-by-1 state over the batch), in the weights' class."""
         import numpy as np
 
@@ -145,10 +145,34 @@ class Inputs:
         holder = self.find("recurrentWeights", name)
         recurrent = np.asarray(holder.read(name))
         hidden = recurrent.shape[1] if recurrent.ndim == 2 else 0
-        self.notes.append(
-            f"{role}: not given; zeros ({hidden}x1), as {weights.label}'s framework starts from zero states"
-        )
+        if note:
+            self.notes.append(
+                f"{role}: not given; zeros ({hidden}x1), as {weights.label}'s framework starts from zero states"
+            )
         return np.zeros((hidden, 1), dtype=recurrent.dtype if recurrent.dtype.kind == "f" else np.float64)
+
+    def check_sizes(self, mapping: dict[str, str], data_format: str | None) -> None:
+        """Check the six arguments' classes and sizes from the files' metadata, before any array is
+        read, so that a variable declaring more data than the others allow (a 960 MB ``weights``
+        beside a 3-by-2 X) is an error without being read. Variables whose metadata says too
+        little (char, cell, ...) are read here: their reads are small or fail at once."""
+        from .formats import check_arguments
+
+        names = [mapping.get(role, role) for role in ARGUMENT_NAMES]
+        stand_ins = []
+        for role, name in zip(ARGUMENT_NAMES, names):
+            if role in ("H0", "C0") and self._zero_state_allowed(name):
+                stand_ins.append(self._zero_state(role, mapping, note=False))
+                continue
+            holder = self.find(role, name, required=False)
+            if holder is None:
+                return  # reading reports the missing variable, after what a damaged file says of the others
+            declared = holder.declared(name)
+            stand_ins.append(declared if declared is not None else holder.read(name))
+        try:
+            check_arguments(*stand_ins, data_format)
+        except MlstmError as err:
+            raise self.locate(err) from None
 
     def option_variables(self, given: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Name-value options stored as char variables, for the options the command line leaves out."""
@@ -183,6 +207,7 @@ class Inputs:
         from .api import compute
 
         options = parse_options(self.option_variables(pairs))
+        self.check_sizes(mapping, options.data_format)
         arguments = self.read_arguments(mapping)
         try:
             return compute(
@@ -215,6 +240,7 @@ class Inputs:
         from .stream import stream_lstm
 
         options = parse_options(self.option_variables(pairs))
+        self.check_sizes(mapping, options.data_format)
         arguments = self.read_arguments(mapping, ARGUMENT_NAMES[1:])
         try:
             return stream_lstm(x, arguments, options, output, engine, chunk_steps, progress)
@@ -245,7 +271,7 @@ def shared_weights(
                 "--node and --layer pick a layer of a --weights file; give --weights FILE", "--node/--layer"
             )
         return []
-    from .io import open_weights_file
+    from .weights import open_weights_file
 
     names = [mapping.get(role, role) for role in SHARED_ROLES] + list(OPTION_CHOICES)
     return [open_weights_file(path, order, node, layer, names=names)]

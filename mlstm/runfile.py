@@ -77,7 +77,10 @@ def y_too_big_for_mat5(x: Any, inputs: Inputs, mapping: Mapping[str, str]) -> bo
 
     name = mapping.get("weights", "weights")
     holder = inputs.find("weights", name, required=False)
-    weights = holder.read(name) if holder is not None else None
+    weights = None
+    if holder is not None:  # its size from metadata where the file says it (checked by check_sizes)
+        weights = holder.declared(name)
+        weights = holder.read(name) if weights is None else weights
     if getattr(weights, "ndim", 0) != 2 or weights.shape[1] == 0:
         return False  # the front end reports what is wrong with it
     elements = 1
@@ -128,14 +131,17 @@ def run_file(
     # The temporary output exists before any computing: an unwritable directory fails at once.
     with AtomicOutput(output) as target, Inputs(paths, order, shared) as files:
         x = files.lazy_x(mapping)
+        if x is not None and fmt == "mat":
+            # Sizes first: a notice about Y's size is worth giving only for sizes that can run.
+            files.check_sizes(mapping, parse_options(files.option_variables(pairs)).data_format)
         if x is not None and fmt == "mat" and y_too_big_for_mat5(x, files, mapping):
             if notice:
                 notice("Y will be over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
             fmt = "mat73"
         if x is not None and fmt in ("mat73", "hdf5") and 0 not in x.size:
-            from .io.hdf5 import Hdf5Output
+            from .io import open_hdf5_output
 
-            with Hdf5Output(target.tmp, fmt, order) as out:
+            with open_hdf5_output(target.tmp, fmt, order) as out:
                 streamed = files.stream(x, mapping, pairs, out, engine, chunk_steps, progress)
             p = streamed.problem
             report = RunReport(

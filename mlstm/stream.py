@@ -41,7 +41,7 @@ def stream_lstm(
     chunk_steps: int | None = None,
     progress: Any = None,
 ) -> StreamResult:
-    """Run lstm on ``x`` (a :class:`mlstm.io.LazyArray`) into ``output`` (a :class:`mlstm.io.hdf5.Hdf5Output`).
+    """Run lstm on ``x`` (a :class:`mlstm.io.LazyArray`) into ``output`` (a :class:`mlstm.io.h5write.Hdf5Output`).
 
     ``arguments`` holds H0, C0, weights, recurrentWeights, bias as arrays. Writes Y,
     hiddenState, cellState and YFormat. ``progress(steps_done, steps)`` is called after each block.

@@ -178,8 +178,9 @@ def test_sigkill_leaves_a_temporary_that_batch_never_counts(inputs):
 
 @pytest.fixture
 def long_run(tmp_path, rng):
-    """A run of several seconds in the compiled loop (one observation, 512 units, float32)."""
-    h, t = 512, 12000
+    """A run of tens of seconds in one call of the compiled loop (one observation, 1024 units,
+    float32: each step streams the 16 MB recurrent matrix)."""
+    h, t = 1024, 20000
     problem = _problem(rng, c=4, h=h, b=1, t=t, dtype=np.float32)
     problem["recurrentWeights"] *= 0.2
     scipy.io.savemat(tmp_path / "long.mat", dict(problem, DataFormat="CBT"))

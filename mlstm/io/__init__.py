@@ -1,12 +1,15 @@
 """Matrix files in and out: one module per container, chosen by the file's bytes.
 
-    mat.py    MAT v4, v6, v7 (scipy.io)
-    mat73.py  MAT v7.3 (HDF5 with MATLAB's conventions, h5py)
-    hdf5.py   plain HDF5 (h5py)
+    base.py     what the readers share (VariableInfo, MatrixFile, LazyArray, MemoryFile)
+    mat.py      MAT v4, v6, v7 (scipy.io)
+    hdf5.py     plain HDF5 (h5py), and the checks that keep every HDF5 read inside the named file
+    mat73.py    MAT v7.3 (HDF5 with MATLAB's conventions, h5py): the reader and the writer's conventions
+    h5write.py  the one HDF5 writer (plain HDF5, or MAT v7.3 through mat73's conventions)
 
 ``open_matrix_file`` sniffs the content (never the extension) and returns a
 reader with ``names()``, ``info()``, ``read(name)``; ``write_variables`` writes
-atomically (temporary file beside the target, fsync, rename).
+atomically (temporary file beside the target, fsync, rename). Imports run one way:
+this façade imports the modules above, none of them imports it.
 """
 
 from __future__ import annotations
@@ -14,13 +17,31 @@ from __future__ import annotations
 import io
 import os
 import sys
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ..errors import MlstmError
-from .output import AtomicOutput, atomic_replace, check_output_path, is_temporary  # noqa: F401 - re-exported
+from .base import Declared, LazyArray, MatrixFile, MemoryFile, VariableInfo
+from .output import AtomicOutput, atomic_replace, check_output_path, is_temporary
+
+__all__ = [
+    "AtomicOutput",
+    "Declared",
+    "LazyArray",
+    "MatrixFile",
+    "MemoryFile",
+    "VariableInfo",
+    "atomic_replace",
+    "check_output_path",
+    "is_temporary",
+    "write_file",
+    "needs_mat73",
+    "open_hdf5_output",
+    "open_matrix_file",
+    "output_format_for",
+    "sniff",
+    "write_variables",
+]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAT73_TEXT = b"MATLAB 7.3 MAT-file"
@@ -29,151 +50,6 @@ HDF5_ORDERS = ("numpy", "matlab")
 # MAT v5 stores a variable's byte count in 32 bits; larger variables need v7.3.
 MAT5_VARIABLE_LIMIT = 2**31 - 1
 CHAR_VALUE_LIMIT = 256  # characters of a char variable's text that `mlstm info --json` shows
-
-
-@dataclass(frozen=True)
-class VariableInfo:
-    name: str
-    size: tuple[int, ...]  # MATLAB size
-    matlab_class: str
-
-
-class LazyArray:
-    """A single or double HDF5 dataset read slice by slice, in MATLAB's dimension order.
-
-    ``reversed_dims``: the dataset stores MATLAB's column-major array, so h5py's shape is the
-    MATLAB size reversed (MAT v7.3, and plain HDF5 with ``--hdf5-order matlab``).
-    """
-
-    def __init__(self, dataset: Any, reversed_dims: bool):
-        self.dataset = dataset
-        self.reversed_dims = reversed_dims
-        shape = tuple(int(d) for d in dataset.shape)
-        self.size = tuple(reversed(shape)) if reversed_dims else shape
-        self.dtype = dataset.dtype
-
-    def read(self, axis: int, start: int, stop: int) -> Any:
-        """Elements start:stop along MATLAB dimension ``axis`` (0-based), all of the others."""
-        ndim = len(self.size)
-        index = [slice(None)] * ndim
-        if axis < ndim:
-            index[ndim - 1 - axis if self.reversed_dims else axis] = slice(start, stop)
-        block = self.dataset[tuple(index)]
-        return block.T if self.reversed_dims else block
-
-
-class MatrixFile(ABC):
-    """Common interface of the readers. ``label`` names the file in messages."""
-
-    kind = "?"
-
-    def __init__(self, label: str):
-        self.label = label
-
-    @abstractmethod
-    def names(self) -> list[str]: ...
-
-    @abstractmethod
-    def info(self) -> list[VariableInfo]: ...
-
-    @abstractmethod
-    def read(self, name: str) -> Any:
-        """The variable as a NumPy array in MATLAB size, or a ``str`` for char data."""
-
-    def has(self, name: str) -> bool:
-        return name in self.names()
-
-    def describe(self, char_limit: int = CHAR_VALUE_LIMIT) -> dict[str, Any]:
-        """``mlstm info --json``: the container and, per variable, MATLAB size, class and (for
-        char variables, such as a stored DataFormat) the text, cut at ``char_limit`` characters."""
-        variables: dict[str, Any] = {}
-        for row in self.info():
-            entry: dict[str, Any] = {"size": [int(d) for d in row.size], "class": row.matlab_class}
-            if row.matlab_class == "char":
-                try:
-                    text = self.read(row.name)
-                except MlstmError as err:
-                    entry["error"] = str(err)
-                else:
-                    if isinstance(text, str):
-                        entry["value"] = text[:char_limit]
-                        if len(text) > char_limit:
-                            entry["value_truncated"] = True
-            variables[row.name] = entry
-        return {"file": self.label, "container": self.kind, "variables": variables}
-
-    def lazy(self, name: str) -> LazyArray | None:
-        """A numeric variable that can be read in slices (HDF5-based files), or None."""
-        return None
-
-    def close(self) -> None:  # noqa: B027 - readers that hold no open handle need no close
-        """Release the file (readers holding an h5py handle close it)."""
-
-    def __enter__(self) -> MatrixFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def error(self, detail: str, name: str | None = None) -> MlstmError:
-        where = f"{self.label}: variable {name!r}" if name else self.label
-        return MlstmError(f"{where}: {detail}")
-
-
-class MemoryFile(MatrixFile):
-    """Variables held in memory under a file's name: a shared --weights file read once, or
-    the MATLAB-layout result of reading a foreign (ONNX, PyTorch, Keras) weights file."""
-
-    def __init__(self, label: str, kind: str, values: dict[str, Any]):
-        super().__init__(label)
-        self.kind = kind
-        self._values = dict(values)
-
-    @classmethod
-    def from_file(cls, source: MatrixFile, names: list[str] | None = None) -> MemoryFile:
-        wanted = source.names() if names is None else [n for n in names if source.has(n)]
-        return cls(source.label, source.kind, {name: source.read(name) for name in wanted})
-
-    def names(self) -> list[str]:
-        return list(self._values)
-
-    def has(self, name: str) -> bool:
-        return name in self._values
-
-    def info(self) -> list[VariableInfo]:
-        from ..formats import matlab_class
-
-        out = []
-        for name, value in self._values.items():
-            if isinstance(value, str):
-                out.append(VariableInfo(name, (1, len(value)), "char"))
-            else:
-                out.append(VariableInfo(name, tuple(getattr(value, "shape", ())), matlab_class(value)))
-        return out
-
-    def read(self, name: str) -> Any:
-        if name not in self._values:
-            raise self.error(f"no such variable (the file has {', '.join(self._values) or 'no variables'})", name)
-        return self._values[name]
-
-
-def open_weights_file(
-    path: str,
-    hdf5_order: str = "numpy",
-    node: str | None = None,
-    layer: str | None = None,
-    kind: str | None = None,
-    names: list[str] | None = None,
-) -> MemoryFile:
-    """A weights file read once into memory: MAT/HDF5 variables (``names`` of them), or an ONNX
-    model, PyTorch state dict or Keras weights file converted to MATLAB's layout."""
-    from ..foreign import read_foreign
-
-    foreign = read_foreign(path, kind, node, layer, hdf5_order)
-    if foreign is not None:
-        return MemoryFile(path, "converted weights", foreign)
-    with open_matrix_file(path, hdf5_order) as source:
-        return MemoryFile.from_file(source, names)
 
 
 def _hdf5_offset(head: bytes) -> int | None:
@@ -244,9 +120,39 @@ def open_matrix_file(path: str, hdf5_order: str = "numpy", stdin: BinaryIO | Non
         from .mat import MatFile
 
         return MatFile(label, source, kind)
-    from .hdf5 import open_hdf5
+    return _open_hdf5(label, source, kind, hdf5_order)
 
-    return open_hdf5(label, source, kind, hdf5_order)
+
+def _open_hdf5(label: str, source: Any, kind: str, hdf5_order: str) -> MatrixFile:
+    import h5py
+
+    if kind == "hdf5" and hdf5_order not in HDF5_ORDERS:
+        raise MlstmError(f"expected one of {', '.join(HDF5_ORDERS)}, found {hdf5_order!r}", "--hdf5-order")
+    try:
+        handle = h5py.File(source, "r")
+    except Exception as exc:
+        what = "MAT v7.3" if kind == "mat73" else "HDF5"
+        raise MlstmError(
+            f"{label}: expected a readable {what} file, found a damaged or truncated one ({type(exc).__name__}: {exc})"
+        ) from None
+    try:
+        if kind == "mat73":
+            from .mat73 import Mat73File
+
+            return Mat73File(label, handle)
+        from .hdf5 import Hdf5File
+
+        return Hdf5File(label, handle, hdf5_order)
+    except BaseException:
+        handle.close()
+        raise
+
+
+def open_hdf5_output(path: str, fmt: str, hdf5_order: str = "numpy") -> Any:
+    """An :class:`mlstm.io.h5write.Hdf5Output` for ``fmt`` 'hdf5' or 'mat73' (MATLAB's conventions)."""
+    from .h5write import Hdf5Output
+
+    return Hdf5Output(path, fmt, hdf5_order)
 
 
 def output_format_for(path: str, requested: str | None) -> str:
@@ -280,13 +186,9 @@ def _writer(fmt: str) -> Callable[[str, dict[str, Any], str], None]:
         from .mat import write_mat
 
         return write_mat
-    if fmt == "mat73":
-        from .mat73 import write_mat73
+    from .h5write import write_hdf5, write_mat73
 
-        return write_mat73
-    from .hdf5 import write_hdf5
-
-    return write_hdf5
+    return write_mat73 if fmt == "mat73" else write_hdf5
 
 
 def write_variables(

@@ -1,4 +1,12 @@
-"""Plain HDF5 (NumPy order by default) and the shared h5py reading of MAT v7.3 files."""
+"""Plain HDF5 (NumPy order by default), and the checks that keep every HDF5 read inside the named file.
+
+HDF5 can point outside the file: an external link names another file, a dataset's raw data
+can live in external files (``create_dataset(..., external=[('/etc/passwd', 0, n)])``), and a
+virtual dataset maps other files' datasets. mlstm reads only the files the user names, so each
+of these is refused before it is followed (:func:`get_local` walks a path one link at a time,
+:func:`check_local` looks at a dataset's storage); a soft link whose target is missing is an
+error when the variable is used, and is listed as such by ``mlstm info``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import MlstmError
-from . import HDF5_ORDERS, LazyArray, MatrixFile, VariableInfo
+from .base import CHAR_LIMIT, LazyArray, MatrixFile, VariableInfo
+
+OUTSIDE = "mlstm reads only the files you name; copy the data into the file"
+_MAX_LINK_DEPTH = 16  # soft links to soft links: a loop is an error, not a hang
 
 
 def _h5py() -> Any:
@@ -16,22 +27,123 @@ def _h5py() -> Any:
     return h5py
 
 
-def open_hdf5(label: str, source: Any, kind: str, hdf5_order: str) -> MatrixFile:
-    h5py = _h5py()
-    try:
-        handle = h5py.File(source, "r")
-    except Exception as exc:
-        what = "MAT v7.3" if kind == "mat73" else "HDF5"
-        raise MlstmError(
-            f"{label}: expected a readable {what} file, found a damaged or truncated one ({type(exc).__name__}: {exc})"
-        ) from None
-    if kind == "mat73":
-        from .mat73 import Mat73File
+def _where(label: str, name: str | None) -> str:
+    return f"{label}: variable {name!r}" if name else label
 
-        return Mat73File(label, handle)
-    if hdf5_order not in HDF5_ORDERS:
-        raise MlstmError(f"expected one of {', '.join(HDF5_ORDERS)}, found {hdf5_order!r}", "--hdf5-order")
-    return Hdf5File(label, handle, hdf5_order)
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def storage_problem(obj: Any, _depth: int = 0) -> str | None:
+    """Why reading the dataset ``obj`` would read another file (external raw storage, a virtual
+    dataset over other files), or None. Groups and datasets stored in the file give None."""
+    h5py = _h5py()
+    if not isinstance(obj, h5py.Dataset):
+        return None
+    external = obj.external
+    if external:
+        files = sorted({_text(entry[0]) for entry in external})
+        return f"stored in an external file {', '.join(files)} (HDF5 external storage)"
+    if obj.is_virtual:
+        sources = obj.virtual_sources()
+        outside = sorted({f"{_text(s.file_name)}:{_text(s.dset_name)}" for s in sources if _text(s.file_name) != "."})
+        if outside:
+            shown = ", ".join(outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else "")
+            return f"a virtual dataset mapping {shown}"
+        for source in sources:  # '.': a dataset of this same file, which must itself stay inside it
+            try:
+                target = _follow(obj.file["/"], _text(source.dset_name), _depth + 1)
+            except _Outside as exc:
+                return f"a virtual dataset mapping {_text(source.dset_name)}, which leads to {exc.detail}"
+            problem = storage_problem(target, _depth + 1) if _depth < _MAX_LINK_DEPTH else "nested too deep"
+            if problem:
+                return f"a virtual dataset mapping {_text(source.dset_name)}, which is {problem}"
+    return None
+
+
+def check_local(obj: Any, label: str, name: str | None = None) -> None:
+    """Raise MlstmError if reading the h5py object ``obj`` would read another file.
+
+    For any reader of HDF5 that mlstm does not route through :func:`get_local` (for example the
+    Keras weights reader): call it on each dataset before reading its data.
+    """
+    problem = storage_problem(obj)
+    if problem:
+        raise MlstmError(f"{_where(label, name)}: {problem}; {OUTSIDE}")
+
+
+class _Outside(Exception):
+    """A path leads out of the file (external link) or nowhere (dangling soft link)."""
+
+    def __init__(self, detail: str, kind: str, target: str):
+        super().__init__(detail)
+        self.detail = detail
+        self.kind = kind  # the listing's class column: 'external link', 'dangling soft link', ...
+        self.target = target
+
+    @property
+    def note(self) -> str:
+        """What ``mlstm info`` says of the link."""
+        return f"{self.detail}; not followed" if self.kind == "external link" else self.detail
+
+
+def _follow(group: Any, path: str, depth: int = 0) -> Any:
+    """The object at ``path`` from ``group``, following hard and soft links but never an external
+    (or user-defined) link; raises _Outside where the path leaves the file or leads nowhere."""
+    h5py = _h5py()
+    if depth > _MAX_LINK_DEPTH:
+        raise _Outside(f"a chain of more than {_MAX_LINK_DEPTH} soft links (a loop?)", "soft link loop", path)
+    node = group.file["/"] if path.startswith("/") else group
+    parts = [p for p in path.split("/") if p and p != "."]
+    walked = ""
+    for i, part in enumerate(parts):
+        walked += "/" + part
+        at = "" if i == len(parts) - 1 else f" (at {walked})"
+        if not isinstance(node, h5py.Group):
+            raise _Outside(f"a path through a dataset{at}", "dangling soft link", path)
+        link = node.get(part, getlink=True)
+        if link is None:
+            raise _Outside(f"missing{at}", "dangling soft link", path)
+        if isinstance(link, h5py.ExternalLink):
+            target = f"{_text(link.filename)}:{_text(link.path)}"
+            raise _Outside(f"an external link to {target}{at}", "external link", target)
+        if isinstance(link, h5py.SoftLink):
+            target = _text(link.path)
+            try:
+                node = _follow(node, target, depth + 1)
+            except _Outside as exc:
+                if depth > 0:  # the outermost soft link says where the chain went
+                    raise
+                if exc.kind == "dangling soft link":
+                    raise _Outside(f"a soft link to {target}, which is not in the file{at}", exc.kind, target) from None
+                detail = f"a soft link to {target}, which leads to {exc.detail}{at}"
+                raise _Outside(detail, exc.kind, exc.target) from None
+            continue
+        if not isinstance(link, h5py.HardLink):
+            raise _Outside(f"a user-defined link{at}", "user-defined link", "")
+        node = node[part]
+    return node
+
+
+def get_local(group: Any, path: str, label: str, name: str | None = None) -> Any:
+    """``group[path]``, refusing external links, dangling soft links and datasets stored outside the
+    file with one MlstmError naming ``label`` and the variable ``name`` (default: ``path``)."""
+    try:
+        obj = _follow(group, path)
+    except _Outside as exc:
+        suffix = f"; {OUTSIDE}" if exc.kind == "external link" else ""
+        raise MlstmError(f"{_where(label, name or path)}: {exc.detail}{suffix}") from None
+    check_local(obj, label, name or path)
+    return obj
+
+
+def link_entry(group: Any, key: str) -> tuple[Any, _Outside | None]:
+    """(object, None) for a member reached without leaving the file, or (None, why not)."""
+    try:
+        return _follow(group, key), None
+    except _Outside as exc:
+        return None, exc
 
 
 def decode_text(value: Any) -> str:
@@ -47,7 +159,11 @@ def decode_text(value: Any) -> str:
 
 class Hdf5File(MatrixFile):
     """Plain HDF5: datasets by name or path; the dataset shape is the MATLAB size
-    (``hdf5_order='numpy'``) or its reverse (``'matlab'``, files from ``h5write``)."""
+    (``hdf5_order='numpy'``) or its reverse (``'matlab'``, files from ``h5write``).
+
+    Lists every dataset reached through hard links, and every external link and dangling soft
+    link (shown as such, an error when used); soft links to datasets of the file are not listed
+    again."""
 
     kind = "HDF5"
 
@@ -55,14 +171,31 @@ class Hdf5File(MatrixFile):
         super().__init__(label)
         self._file = handle
         self._order = hdf5_order
-        self._datasets: list[str] = []
+        self._entries: list[str] = []  # paths, in the order of a depth-first walk
+        self._broken: dict[str, _Outside] = {}
         h5py = _h5py()
+        seen: set[Any] = set()
 
-        def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset):
-                self._datasets.append("/" + name)
+        def walk(group: Any, prefix: str) -> None:
+            for key in group.keys():
+                path = prefix + key
+                link = group.get(key, getlink=True)
+                if isinstance(link, h5py.HardLink):
+                    obj = group[key]
+                    if obj in seen:
+                        continue
+                    seen.add(obj)
+                    if isinstance(obj, h5py.Group):
+                        walk(obj, path + "/")
+                    elif isinstance(obj, h5py.Dataset):
+                        self._entries.append(path)
+                    continue
+                _, why = link_entry(group, key)
+                if why is not None:
+                    self._entries.append(path)
+                    self._broken[path] = why
 
-        handle.visititems(visit)
+        walk(handle, "/")
 
     def close(self) -> None:
         self._file.close()
@@ -71,28 +204,41 @@ class Hdf5File(MatrixFile):
         return name if name.startswith("/") else "/" + name
 
     def names(self) -> list[str]:
-        return [d[1:] if d.count("/") == 1 else d for d in self._datasets]
+        return [d[1:] if d.count("/") == 1 else d for d in self._entries]
 
     def has(self, name: str) -> bool:
-        return self._path(name) in self._datasets
+        path = self._path(name)
+        # A path under an external link is not listed (the link is not followed) but is asked
+        # for by name: it is "here", so that reading it says why it cannot be read.
+        return path in self._entries or any(path.startswith(b + "/") for b in self._broken)
 
     def _size(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(reversed(shape)) if self._order == "matlab" else tuple(shape)
 
-    def info(self) -> list[VariableInfo]:
-        out = []
-        for name in self.names():
-            ds = self._file[self._path(name)]
-            cls = _hdf5_class(ds)
-            size = (1, len(self.read(name))) if cls == "char" else self._size(ds.shape)
-            out.append(VariableInfo(name, size, cls))
-        return out
+    def describe(self, name: str) -> VariableInfo:
+        broken = self._broken.get(self._path(name))
+        if broken is not None:
+            return VariableInfo(name, None, broken.kind, broken.note)
+        ds = self._file[self._path(name)]  # reached through hard links only
+        cls = _hdf5_class(ds)
+        problem = storage_problem(ds)
+        if problem:
+            return VariableInfo(name, self._size(ds.shape), cls, f"{problem}; not read")
+        if cls != "char":
+            return VariableInfo(name, self._size(ds.shape), cls)
+        nbytes = _fixed_text_bytes(ds)
+        if nbytes is not None and nbytes > CHAR_LIMIT:
+            return VariableInfo(name, (1, nbytes), cls, f"over {CHAR_LIMIT} characters; not read")
+        return VariableInfo(name, (1, len(self.read(name))), cls)
 
     def dataset(self, name: str) -> Any:
         if not self.has(name):
             shown = ", ".join(self.names()) or "no datasets"
             raise self.error(f"no such dataset (the file has {shown})", name)
-        return self._file[self._path(name)]
+        ds = get_local(self._file, self._path(name), self.label, name)
+        if not isinstance(ds, _h5py().Dataset):
+            raise self.error("is a group, expected a dataset", name)
+        return ds
 
     def lazy(self, name: str) -> LazyArray | None:
         ds = self.dataset(name)
@@ -104,6 +250,13 @@ class Hdf5File(MatrixFile):
         ds = self.dataset(name)
         cls = _hdf5_class(ds)
         if cls == "char":
+            nbytes = _fixed_text_bytes(ds)
+            if nbytes is not None and nbytes > CHAR_LIMIT:
+                raise self.error(
+                    f"holds {nbytes} bytes of text; mlstm reads char variables (option values such as 'CBT') "
+                    f"of up to {CHAR_LIMIT} characters",
+                    name,
+                )
             return decode_text(ds[()])
         if cls not in ("double", "single", "logical") and not cls.startswith(("int", "uint")):
             raise self.error(f"holds {cls} data, expected a numeric array", name)
@@ -113,6 +266,14 @@ class Hdf5File(MatrixFile):
             raise self.error(f"cannot read the dataset ({type(exc).__name__}: {exc})", name) from None
         data = np.asarray(data)
         return data.T if self._order == "matlab" else data
+
+
+def _fixed_text_bytes(ds: Any) -> int | None:
+    """Bytes of a fixed-length string dataset, from its metadata; None for variable-length strings
+    (whose text lies in the file itself, so reading it is bounded by the file's size)."""
+    if ds.dtype.kind in "SU":
+        return int(ds.size) * int(ds.dtype.itemsize)
+    return None
 
 
 def _hdf5_class(ds: Any) -> str:
@@ -133,99 +294,7 @@ def _hdf5_class(ds: Any) -> str:
     return {"float64": "double", "float32": "single"}.get(dt.name, dt.name)
 
 
-class Hdf5Output:
-    """An HDF5-based output file, MAT v7.3 (``fmt='mat73'``) or plain HDF5, written whole
-    variable by whole variable (:meth:`write`) or, for arrays larger than memory, block by block
-    along one dimension (:meth:`create`). Close it to finish the file (the MAT header goes in
-    the user block last)."""
-
-    def __init__(self, path: str, fmt: str, hdf5_order: str = "numpy"):
-        h5py = _h5py()
-        self.fmt = fmt
-        self.path = path
-        self.reversed_dims = fmt == "mat73" or hdf5_order == "matlab"
-        # Written through a GuardedFile: a full disk or a file-size limit must not reach HDF5 (its
-        # failed flush leaves the library in a state that crashes the process at exit); the error
-        # is raised by close(), after HDF5 has finished. Default libver ('earliest'): MATLAB's
-        # load rejects the newer superblock versions.
-        from .output import GuardedFile
-
-        self._raw = GuardedFile(path)
-        try:
-            self.file = h5py.File(self._raw, "w", **({"userblock_size": 512} if fmt == "mat73" else {}))
-        except BaseException:
-            self._raw.close()
-            raise
-
-    def write(self, name: str, value: Any) -> None:
-        if self.fmt == "mat73":
-            from .mat73 import write_variable
-
-            write_variable(self.file, name, value)
-            return
-        if isinstance(value, str):
-            # Fixed-length ASCII, not h5py's default variable-length string: MATLAB's h5read returns
-            # it as char (a vlen string comes back as a cell) and Octave's load can read it.
-            self.file.create_dataset(name, data=np.bytes_(value.encode("ascii", "replace")))
-            return
-        data = np.asarray(value)
-        if self.reversed_dims:
-            data = data.T
-        self.file.create_dataset(name, data=np.ascontiguousarray(data), **_storage_options(data))
-
-    def create(self, name: str, size: tuple[int, ...], dtype: Any, compress: bool = True) -> Any:
-        """A dataset of MATLAB size ``size``; returns ``write_block(axis, start, block)`` that stores
-        ``block`` (MATLAB order, full size except along ``axis``) at ``start`` along ``axis``."""
-        stored = tuple(reversed(size)) if self.reversed_dims else tuple(size)
-        nbytes = int(np.prod(stored, dtype=np.int64)) * np.dtype(dtype).itemsize
-        options = _storage_options(np.empty(0), nbytes=nbytes) if compress else {}
-        ds = self.file.create_dataset(name, shape=stored, dtype=dtype, **options)
-        if self.fmt == "mat73":
-            from .mat73 import matlab_class_attribute
-
-            matlab_class_attribute(ds, np.dtype(dtype))
-        ndim = len(stored)
-
-        def write_block(axis: int, start: int, block: Any) -> None:
-            index = [slice(None)] * ndim
-            stop = start + (block.shape[axis] if axis < block.ndim else 1)
-            if axis < ndim:
-                index[ndim - 1 - axis if self.reversed_dims else axis] = slice(start, stop)
-            ds[tuple(index)] = block.T if self.reversed_dims else block
-            self._raw.raise_error()  # the disk filled: stop now, not after computing the rest
-
-        return write_block
-
-    def close(self) -> None:
-        """Finish the file; raises the first write error (OSError) once everything is closed."""
-        if self._raw.closed:
-            return
-        try:
-            self.file.close()
-            if self.fmt == "mat73":
-                from .mat73 import header
-
-                self._raw.seek(0)
-                self._raw.write(header().ljust(512, b"\0"))
-        finally:
-            self._raw.close()
-        self._raw.raise_error()
-
-    def __enter__(self) -> Hdf5Output:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def write_hdf5(path: str, variables: dict[str, Any], hdf5_order: str = "numpy") -> None:
-    """Plain HDF5: one dataset per variable, shape = MATLAB size (reversed for 'matlab' order)."""
-    with Hdf5Output(path, "hdf5", hdf5_order) as out:
-        for name, value in variables.items():
-            out.write(name, value)
-
-
-def _storage_options(data: np.ndarray, nbytes: int | None = None) -> dict[str, Any]:
+def storage_options(data: np.ndarray, nbytes: int | None = None) -> dict[str, Any]:
     """Chunked and compressed storage for large arrays (1 MiB and up); contiguous for small ones."""
     nbytes = data.nbytes if nbytes is None else nbytes
     if nbytes < (1 << 20):

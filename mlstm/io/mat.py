@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..formats import matlab_class, matlab_shape
-from . import MatrixFile, VariableInfo
+from ..matlab_types import matlab_class, matlab_shape
+from .base import MatrixFile, VariableInfo
 
 
 def looks_like_mat4(head: bytes) -> bool:
@@ -132,8 +132,19 @@ class MatFile(MatrixFile):
     def names(self) -> list[str]:
         return [name for name, _, _ in self._whos]
 
+    def describe(self, name: str) -> VariableInfo:
+        for found, shape, cls in self._whos:
+            if found == name:
+                return VariableInfo(name, tuple(shape), cls)
+        raise self.error(f"no such variable (the file has {', '.join(self.names()) or 'no variables'})", name)
+
     def info(self) -> list[VariableInfo]:
         return [VariableInfo(name, tuple(shape), cls) for name, shape, cls in self._whos]
+
+    def declared(self, name: str) -> None:
+        """None: whosmat gives a complex double's class as 'double', so its listing cannot stand in
+        for the data in the class checks. (Variables are read one at a time, and cached.)"""
+        return None
 
     def read(self, name: str) -> Any:
         if name not in self._cache:

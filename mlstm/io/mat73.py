@@ -8,6 +8,10 @@ a row-major array of the reversed size); char as uint16 with
 empty arrays as their size vector with ``MATLAB_empty = 1``; the HDF5
 library's default (earliest) file format, since MATLAB's ``load`` rejects the
 newer superblock.
+
+The writing itself is :mod:`mlstm.io.h5write`'s; :class:`MatlabConventions` is the hook through
+which it follows these conventions. Reads never leave the file (see :mod:`mlstm.io.hdf5`), and a
+``MATLAB_empty`` variable's stored size vector is checked from its metadata before it is read.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..formats import matlab_shape
-from . import LazyArray, MatrixFile, VariableInfo
-from .hdf5 import Hdf5Output, _h5py, _storage_options
+from ..matlab_types import matlab_shape
+from .base import CHAR_LIMIT, LazyArray, MatrixFile, VariableInfo
+from .hdf5 import _h5py, get_local, link_entry, storage_options, storage_problem
 
 _NUMERIC = {
     "double": np.float64,
@@ -42,6 +46,8 @@ _UNSUPPORTED = {
     "string": "a MATLAB string object; save it as char instead",
 }
 _SKIP = ("#refs#", "#subsystem#")
+# MATLAB_empty variables store their size vector: one entry per dimension.
+_MAX_EMPTY_DIMS = 64
 
 
 def _attr_text(value: Any) -> str:
@@ -78,33 +84,51 @@ class Mat73File(MatrixFile):
     def _is_empty(self, obj: Any) -> bool:
         return bool(np.asarray(obj.attrs.get("MATLAB_empty", 0)).ravel()[0]) if "MATLAB_empty" in obj.attrs else False
 
-    def info(self) -> list[VariableInfo]:
-        out = []
+    def _empty_size(self, obj: Any) -> tuple[tuple[int, ...] | None, str]:
+        """(MATLAB size, "") of a MATLAB_empty dataset, or (None, what is wrong): the size vector is
+        checked from its metadata (a short integer vector, in the file) before it is read."""
+        count = int(obj.size)
+        if obj.dtype.kind not in "iu" or obj.ndim > 2 or count > _MAX_EMPTY_DIMS:
+            shape = "x".join(str(d) for d in reversed(obj.shape)) or "scalar"
+            return None, (
+                f"marked empty (MATLAB_empty), so it should store its size as a vector of at most "
+                f"{_MAX_EMPTY_DIMS} integers, found {shape} {obj.dtype} data; damaged file?"
+            )
+        problem = storage_problem(obj)
+        if problem:
+            return None, f"{problem}; not read"
+        size = tuple(int(d) for d in np.asarray(obj[()]).ravel())
+        if min(size, default=0) < 0 or 0 not in size:
+            return None, f"marked empty (MATLAB_empty) but its stored size {size} has no zero dimension; damaged file?"
+        return size, ""
+
+    def describe(self, name: str) -> VariableInfo:
+        obj, why = link_entry(self._file, name)
+        if why is not None:
+            return VariableInfo(name, None, why.kind, why.note)
+        cls = self._class(obj)
         h5py = _h5py()
-        for name in self.names():
-            obj = self._file[name]
-            cls = self._class(obj)
-            if isinstance(obj, h5py.Dataset):
-                if self._is_empty(obj):
-                    size = tuple(int(d) for d in np.asarray(obj[()]).ravel())
-                else:
-                    size = tuple(reversed(obj.shape))
-            else:
-                size = self._group_size(obj, cls)
-            if obj.dtype.names if isinstance(obj, h5py.Dataset) else False:
-                cls = f"complex {cls}"
-            out.append(VariableInfo(name, size, cls))
-        return out
+        if not isinstance(obj, h5py.Dataset):
+            return VariableInfo(name, self._group_size(obj, cls), cls)
+        if obj.dtype.names:
+            cls = f"complex {cls}"
+        if self._is_empty(obj):
+            size, note = self._empty_size(obj)
+            return VariableInfo(name, size, cls, note)
+        problem = storage_problem(obj)
+        return VariableInfo(name, tuple(reversed(obj.shape)), cls, f"{problem}; not read" if problem else "")
 
     def _group_size(self, group: Any, cls: str) -> tuple[int, ...]:
-        """MATLAB size of a variable stored as an HDF5 group, as `whos` gives it."""
+        """MATLAB size of a variable stored as an HDF5 group, as `whos` gives it (from the members
+        that are in the file: a link out of it is not followed)."""
         h5py = _h5py()
+        members = {key: link_entry(group, key)[0] for key in group.keys()}
         if cls == "sparse":  # MATLAB_sparse holds the row count; jc has one entry per column, plus one
             rows = int(np.asarray(group.attrs["MATLAB_sparse"]).ravel()[0])
-            jc = group.get("jc")
+            jc = members.get("jc")
             cols = int(jc.shape[0]) - 1 if isinstance(jc, h5py.Dataset) and jc.shape else 0
             return (rows, max(cols, 0))
-        fields = [group[k] for k in group.keys()]
+        fields = list(members.values())
         # A struct array stores each field as a dataset of references, one per element, shaped
         # like the array (reversed) and without a MATLAB_class; a scalar struct's fields carry one.
         if (
@@ -122,7 +146,7 @@ class Mat73File(MatrixFile):
         if name not in self.names():
             shown = ", ".join(self.names()) or "no variables"
             raise self.error(f"no such variable (the file has {shown})", name)
-        obj = self._file[name]
+        obj = get_local(self._file, name, self.label, name)
         cls = self._class(obj)
         if cls in _UNSUPPORTED or cls == "sparse" or cls not in _NUMERIC or not isinstance(obj, _h5py().Dataset):
             what = _UNSUPPORTED.get(cls, "a sparse matrix" if cls == "sparse" else f"MATLAB class {cls!r}")
@@ -141,13 +165,20 @@ class Mat73File(MatrixFile):
         obj = self.dataset(name)
         cls = self._class(obj)
         dtype = _NUMERIC[cls]
+        if self._is_empty(obj):
+            size, problem = self._empty_size(obj)
+            if size is None:
+                raise self.error(problem, name)
+            return "" if cls == "char" else np.zeros(size, dtype=dtype)
+        if cls == "char" and obj.size > CHAR_LIMIT:
+            raise self.error(
+                f"holds {obj.size} characters; mlstm reads char variables (option values such as 'CBT') "
+                f"of up to {CHAR_LIMIT} characters",
+                name,
+            )
         try:
-            if self._is_empty(obj):
-                size = tuple(int(d) for d in np.asarray(obj[()]).ravel())
-                data = np.zeros(size, dtype=dtype)
-            else:
-                # h5py returns the reversed-size row-major array; .T is MATLAB's array, no copy.
-                data = np.asarray(obj[()]).T
+            # h5py returns the reversed-size row-major array; .T is MATLAB's array, no copy.
+            data = np.asarray(obj[()]).T
         except Exception as exc:
             raise self.error(f"cannot read the variable ({type(exc).__name__}: {exc})", name) from None
         if cls == "char":
@@ -164,11 +195,23 @@ def header(now: float | None = None) -> bytes:
     return raw + b"\0" * 8 + b"\x00\x02" + b"IM"
 
 
-def write_mat73(path: str, variables: dict[str, Any], hdf5_order: str = "numpy") -> None:
-    """Write MATLAB-loadable MAT v7.3."""
-    with Hdf5Output(path, "mat73") as out:
-        for name, value in variables.items():
-            out.write(name, value)
+class MatlabConventions:
+    """The hook through which :class:`mlstm.io.h5write.Hdf5Output` writes MAT v7.3: dimensions
+    reversed, the class in an attribute, the MAT header in a 512-byte user block."""
+
+    reversed_dims = True
+    userblock_size = 512
+
+    def write(self, f: Any, name: str, value: Any) -> None:
+        write_variable(f, name, value)
+
+    def tag(self, ds: Any, dtype: Any) -> None:
+        matlab_class_attribute(ds, np.dtype(dtype))
+
+    def finish(self, fh: Any) -> None:
+        """The MAT header in the user block, once HDF5 has closed the file (``fh``: the open file)."""
+        fh.seek(0)
+        fh.write(header().ljust(self.userblock_size, b"\0"))
 
 
 def matlab_class_attribute(ds: Any, dtype: np.dtype) -> None:
@@ -194,5 +237,5 @@ def write_variable(f: Any, name: str, value: Any) -> None:
         ds.attrs.create("MATLAB_empty", np.uint8(1))
     else:
         stored = np.ascontiguousarray(data.reshape(size).T)
-        ds = f.create_dataset(name, data=stored, **_storage_options(stored))
+        ds = f.create_dataset(name, data=stored, **storage_options(stored))
     matlab_class_attribute(ds, data.dtype)
