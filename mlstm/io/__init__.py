@@ -102,7 +102,7 @@ class MatrixFile(ABC):
 
 class MemoryFile(MatrixFile):
     """Variables held in memory under a file's name: a shared --weights file read once, or
-    the MATLAB-layout result of reading a foreign (ONNX, PyTorch, Keras) weights file."""
+    weights another framework's file held, already in MATLAB's layout."""
 
     def __init__(self, label: str, kind: str, values: dict[str, Any]):
         super().__init__(label)
@@ -135,25 +135,6 @@ class MemoryFile(MatrixFile):
         if name not in self._values:
             raise self.error(f"no such variable (the file has {', '.join(self._values) or 'no variables'})", name)
         return self._values[name]
-
-
-def open_weights_file(
-    path: str,
-    hdf5_order: str = "numpy",
-    node: str | None = None,
-    layer: str | None = None,
-    kind: str | None = None,
-    names: list[str] | None = None,
-) -> MemoryFile:
-    """A weights file read once into memory: MAT/HDF5 variables (``names`` of them), or an ONNX
-    model, PyTorch state dict or Keras weights file converted to MATLAB's layout."""
-    from ..foreign import read_foreign
-
-    foreign = read_foreign(path, kind, node, layer, hdf5_order)
-    if foreign is not None:
-        return MemoryFile(path, "converted weights", foreign)
-    with open_matrix_file(path, hdf5_order) as source:
-        return MemoryFile.from_file(source, names)
 
 
 def _hdf5_offset(head: bytes) -> int | None:
