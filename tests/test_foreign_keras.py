@@ -229,3 +229,22 @@ def test_keras_archive_without_weights_is_an_error(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("config.json", "{}")
     assert_one_line_error(run_mlstm("convert", path, "-o", tmp_path / "w.mat"), "model.keras", "model.weights.h5")
+
+
+def test_keras_half_precision_weights_are_refused(tmp_path):
+    """Mixed-precision Keras keeps float32 variables; a float16 file, or bfloat16 as Keras 3
+    stores it (uint16 with a dtype attribute), is refused, not widened silently."""
+    k, r, b = random_lstm(8)
+    for name, write in (
+        ("float16", lambda g: g.create_dataset("0", data=k.astype(np.float16))),
+        ("bfloat16", lambda g: g.create_dataset("0", data=k.view(np.uint32).astype(np.uint16))),
+    ):
+        path = tmp_path / f"{name}.weights.h5"
+        with h5py.File(path, "w") as f:
+            g = f.create_group("layers/lstm/cell/vars")
+            write(g)
+            if name == "bfloat16":
+                g["0"].attrs["dtype"] = "bfloat16"
+            g["1"], g["2"] = r, b
+        proc = run_mlstm("convert", path, "-o", tmp_path / "w.mat")
+        assert_one_line_error(proc, f"{name}.weights.h5", f"kernel is {name}", "save the weights as float32")

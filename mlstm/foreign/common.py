@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -26,21 +26,21 @@ def size_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(int(d)) for d in shape) or "a scalar"
 
 
-def float_weights(where: str, name: str, value: Any) -> np.ndarray:
+def float_weights(where: str, name: str, value: Any, hint: str = "") -> np.ndarray:
     """``value`` as a float32/float64 array; half precision and other classes are errors."""
     array = np.asarray(value)
     if array.dtype in (np.float32, np.float64):
         return array
-    kind = HALF_TYPES.get(array.dtype.name)
-    if kind is not None:
-        return refuse_half(where, name, kind)
+    if array.dtype.name in HALF_TYPES:
+        refuse_half(where, name, array.dtype.name, hint)
     raise MlstmError(f"{where}: {name} is {array.dtype.name}; expected float32 or float64 weights")
 
 
-def refuse_half(where: str, name: str, kind: str) -> Any:
+def refuse_half(where: str, name: str, kind: str, hint: str = "") -> NoReturn:
+    """Half precision (float16, bfloat16) is always an error: MATLAB's lstm runs single or double."""
     raise MlstmError(
         f"{where}: {name} is {HALF_TYPES.get(kind, kind)}; MATLAB's lstm computes in single or double, "
-        "so save the weights as float32 (in PyTorch: model.float() before saving)"
+        f"so save the weights as float32{hint}"
     )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import MlstmError
 from ..io.hdf5 import decode_text
-from .common import check_lstm, float_weights
+from .common import check_lstm, float_weights, refuse_half
 
 STATES = ("tanh", "softsign", "relu")
 HARD_SIGMOID_3 = (
@@ -262,10 +262,10 @@ def read_keras(
             f"{where} is the backward half of a Bidirectional layer: it reads the sequence in reverse, "
             "and MATLAB's lstm runs forward only"
         )
-    kernel = float_weights(where, "kernel", cell.kernel[()])
-    recurrent = float_weights(where, "recurrent_kernel", cell.recurrent[()])
+    kernel = _array(where, "kernel", cell.kernel)
+    recurrent = _array(where, "recurrent_kernel", cell.recurrent)
     hidden = check_lstm(where, "kernel (transposed)", kernel.T, "recurrent_kernel (transposed)", recurrent.T)
-    bias = np.zeros(4 * hidden, kernel.dtype) if cell.bias is None else float_weights(where, "bias", cell.bias[()])
+    bias = np.zeros(4 * hidden, kernel.dtype) if cell.bias is None else _array(where, "bias", cell.bias)
     if bias.size != 4 * hidden:
         raise MlstmError(f"{where}: expected a bias of {4 * hidden} elements, found {bias.shape}")
     out: dict[str, Any] = {
@@ -278,6 +278,12 @@ def read_keras(
             version = decode_text(handle.attrs.get("keras_version", "2"))
         out.update(_activations(where, cell.config.get("config", {}), version))
     return out
+
+
+def _array(where: str, name: str, dataset: Any) -> np.ndarray:
+    if decode_text(dataset.attrs.get("dtype", "")) == "bfloat16":  # Keras 3 stores bfloat16 as uint16
+        refuse_half(where, name, "bfloat16")
+    return float_weights(where, name, dataset[()])
 
 
 def _function(value: Any) -> str:

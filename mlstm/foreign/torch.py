@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import MlstmError
 from .common import check_lstm, float_weights, refuse_half
 
+HINT = " (model.float() before saving)"
 KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
 
 
@@ -103,13 +104,13 @@ def read_pytorch(path: str, head: bytes, layer: str | None = None, prefix: str |
         if key in unreadable:
             kind = unreadable[key]
             if kind in ("F16", "BF16"):
-                refuse_half(where, f"tensor {key!r}", kind)
+                refuse_half(where, f"tensor {key!r}", kind, HINT)
             raise MlstmError(f"{where}: tensor {key!r} is {kind}; expected float32 or float64 weights")
         if key not in tensors:
             if required:
                 raise MlstmError(f"{where}: {name} is missing")
             return None
-        return float_weights(where, f"tensor {key!r}", tensors[key])
+        return float_weights(where, f"tensor {key!r}", tensors[key], HINT)
 
     if f"{p}weight_hr_l{k}" in tensors or f"{p}weight_hr_l{k}" in unreadable:
         raise MlstmError(
