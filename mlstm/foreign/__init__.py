@@ -19,8 +19,9 @@ import os
 import zipfile
 from typing import Any
 
+from .. import io
 from ..errors import MlstmError
-from ..io import MemoryFile, open_matrix_file
+from ..io import MemoryFile
 from .keras import is_keras_file, read_keras, read_keras_archive
 from .onnx import onnx_model, read_onnx, write_onnx
 from .torch import read_pytorch
@@ -152,5 +153,5 @@ def open_weights_file(
     for option, value in (("--node", node), ("--layer", layer)):
         if value is not None:
             raise _refuse_option(path, option, value, "a file of MATLAB variables", "give the variables by name")
-    with open_matrix_file(path, hdf5_order) as source:
+    with io.open_matrix_file(path, hdf5_order) as source:
         return MemoryFile.from_file(source, names)

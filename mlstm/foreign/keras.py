@@ -59,7 +59,7 @@ class Cell:
 
 def snake_case(name: str) -> str:
     """keras.src.utils.naming.to_snake_case: 'SimpleRNN' -> 'simple_rnn', 'LSTM' -> 'lstm'."""
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
