@@ -64,7 +64,7 @@ def _weights_options(f: Any) -> Any:
         "weights_path",
         metavar="FILE",
         help="weights, recurrentWeights, bias (and H0, C0, options) from this file, read once: MAT/HDF5 "
-        "variables, an ONNX model, a PyTorch state dict (safetensors, .npz) or Keras weights (.h5).",
+        "variables, an ONNX model, a PyTorch state dict (safetensors, .npz) or Keras weights (.keras, .h5).",
     )(f)
     f = click.option("--layer", metavar="K|NAME", help="PyTorch layer index K (*_lK) or Keras layer name.")(f)
     f = click.option("--node", metavar="NAME", help="ONNX LSTM node name, or PyTorch module prefix.")(f)
@@ -595,6 +595,12 @@ def plot(tokens: tuple[str, ...], output: str, obs: int | None, size: str | None
     default=None,
     help="Output format for --to matlab (default: from the extension).",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(["single", "double"], case_sensitive=False),
+    default=None,
+    help="Class of the weights --to onnx writes [default: single: ONNX Runtime's LSTM runs float32 only].",
+)
 @click.option("--node", metavar="NAME", help="ONNX LSTM node name, or PyTorch module prefix.")
 @click.option("--layer", metavar="K|NAME", help="PyTorch layer index K (*_lK) or Keras layer name.")
 @_hdf5_order_option
@@ -605,6 +611,7 @@ def convert(
     from_kind: str | None,
     to_kind: str,
     output_format: str | None,
+    dtype: str | None,
     node: str | None,
     layer: str | None,
     hdf5_order: str,
@@ -613,15 +620,14 @@ def convert(
     """Convert LSTM weights between frameworks and MATLAB's layout.
 
     \b
-    mlstm convert --from onnx model.onnx -o weights.mat        (also pytorch: .safetensors/.npz, keras: .h5)
-    mlstm convert --to onnx weights.mat -o model.onnx
+    mlstm convert --from onnx model.onnx -o weights.mat   (pytorch: .safetensors/.npz; keras: .keras/.h5)
+    mlstm convert --to onnx weights.mat -o model.onnx     (float32; --dtype double keeps double)
 
     MATLAB layout: weights 4H x InputSize, recurrentWeights 4H x H, bias 4H x 1, gates i, f, g, o,
     plus StateActivationFunction and GateActivationFunction as char variables when the source says.
     """
-    from .foreign import read_foreign, write_onnx
+    from .foreign import open_weights_file, read_foreign, write_onnx
     from .io import AtomicOutput, check_output_path, output_format_for, write_variables
-    from .weights import open_weights_file
 
     order = hdf5_order.lower()
     if to_kind.lower() == "onnx":
@@ -645,15 +651,23 @@ def convert(
         variables.update(
             GateActivationFunction=options.gate_activation, StateActivationFunction=options.state_activation
         )
+        if dtype is None and any(getattr(variables[k], "dtype", None) == "float64" for k in variables):
+            _echo_err(
+                "mlstm: notice: writing the double weights as single (float32), the class ONNX Runtime's "
+                "LSTM runs; --dtype double keeps them double"
+            )
         with AtomicOutput(output) as target:
-            write_onnx(target.tmp, variables)
+            write_onnx(target.tmp, variables, (dtype or "single").lower())
         return
+    if dtype is not None:
+        raise MlstmError("sets the class of the weights --to onnx writes; --to matlab keeps the source's", "--dtype")
     fmt = output_format_for(output, output_format)
     check_output_path(output, [source])
     converted = read_foreign(source, from_kind.lower() if from_kind else None, node, layer, order)
     if converted is None:
         raise MlstmError(
-            f"{source}: expected an ONNX model, a PyTorch state dict (safetensors, .npz) or Keras weights (.h5), "
+            f"{source}: expected an ONNX model, a PyTorch state dict (safetensors, .npz) or Keras weights "
+            "(.keras, .h5), "
             "found MATLAB variables (nothing to convert); give --from to force a reader"
         )
     write_variables(output, converted, fmt, order)

@@ -271,7 +271,7 @@ def shared_weights(
                 "--node and --layer pick a layer of a --weights file; give --weights FILE", "--node/--layer"
             )
         return []
-    from .weights import open_weights_file
+    from .foreign import open_weights_file
 
     names = [mapping.get(role, role) for role in SHARED_ROLES] + list(OPTION_CHOICES)
     return [open_weights_file(path, order, node, layer, names=names)]
