@@ -52,30 +52,46 @@ def parse_shard(text: str) -> tuple[int, int]:
     return shard, count
 
 
+ARRAY_VARIABLES = (
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
+)
+
+
 def shard_from_environment(env: Mapping[str, str]) -> tuple[int, int] | None:
-    """(K, N) from a SLURM job array (SLURM_ARRAY_TASK_ID, _COUNT, _MIN), or None outside one."""
+    """(K, N) from a SLURM job array, or None outside one.
+
+    Task ids MIN, MIN+STEP, ..., MAX (``--array=MIN-MAX:STEP``; STEP 1 when absent) are shares
+    1..COUNT. Ids that are not evenly spaced (``--array=0,2,7``) would leave shares unrun: an error.
+    """
     if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
         return None
     try:
-        task = int(env["SLURM_ARRAY_TASK_ID"])
-        count = int(env["SLURM_ARRAY_TASK_COUNT"])
+        task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
         first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+        step = int(env.get("SLURM_ARRAY_TASK_STEP", "1"))
+        last = int(env["SLURM_ARRAY_TASK_MAX"]) if "SLURM_ARRAY_TASK_MAX" in env else None
     except ValueError:
+        found = ", ".join(f"{k}={env[k]!r}" for k in ARRAY_VARIABLES if k in env)
+        raise MlstmError(f"expected integer array variables, found {found}", "SLURM") from None
+    offset = task - first
+    if step < 1 or count < 1 or offset < 0 or offset % step or offset // step >= count:
         raise MlstmError(
-            "expected integer SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN, found "
-            + ", ".join(
-                f"{k}={env.get(k)!r}" for k in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN")
-            ),
-            "SLURM",
-        ) from None
-    shard = task - first + 1
-    if count < 1 or not 1 <= shard <= count:
-        raise MlstmError(
-            f"task {task} is not one of {count} consecutive array tasks starting at {first}; "
-            "use consecutive array indices (--array=0-N) or give --shard K/N",
+            f"task {task} is not one of the {count} array tasks {first}-{first + (count - 1) * step}"
+            + (f":{step}" if step != 1 else "")
+            + "; use --array=A-B or A-B:STEP, or give --shard K/N",
             "SLURM",
         )
-    return shard, count
+    if last is not None and last - first != (count - 1) * step:
+        raise MlstmError(
+            f"array task ids {first} to {last} are not {count} evenly spaced ids (step {step}), so some shares "
+            "would not run; use --array=A-B or A-B:STEP, or give --shard K/N",
+            "SLURM",
+        )
+    return offset // step + 1, count
 
 
 def select_shard(paths: list[str], shard: tuple[int, int] | None) -> list[str]:

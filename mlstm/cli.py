@@ -716,7 +716,7 @@ def batch(
 
     Each input gives OUT_DIR/<stem>.mat (or .h5). Outputs are written atomically, so an
     existing output means done: a rerun finishes only the rest. Under a SLURM job array
-    (SLURM_ARRAY_TASK_ID/_COUNT/_MIN) each task takes its own share unless --shard is given.
+    (SLURM_ARRAY_TASK_ID/_MIN/_STEP/_COUNT) each task takes its own share unless --shard is given.
     A bad input is reported and skipped. Exit status 0 if every input succeeded, 1 if any
     failed, 2 for a bad invocation.
     """
