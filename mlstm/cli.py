@@ -690,7 +690,7 @@ def matlab_path() -> None:
 @click.option("--shard", metavar="K/N", help="Run the K-th of N disjoint shares of the sorted inputs (1-based).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip inputs whose output exists.")
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose output exists (same as --no-resume).")
-@click.option("--summary", "summary_path", metavar="FILE.jsonl", help="One JSON object per input: status, shapes, ...")
+@click.option("--summary", "summary_path", metavar="FILE.jsonl", help="Append a JSON line per input: status, shapes...")
 @_weights_options
 @_apply(_input_options)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines (errors still print).")
@@ -720,10 +720,8 @@ def batch(
     A bad input is reported and skipped. Exit status 0 if every input succeeded, 1 if any
     failed, 2 for a bad invocation.
     """
-    import json
-
     from . import io
-    from .batch import expand_inputs, parse_shard, plan, select_shard, shard_from_environment
+    from .batch import Summary, expand_inputs, parse_shard, plan, select_shard, shard_from_environment
     from .progress import Progress
 
     items, pairs = split_tokens(tokens)
@@ -748,10 +746,7 @@ def batch(
 
     backend = get_engine(engine.lower())  # a missing GPU is a bad invocation, before any input
     prepared: dict[Any, Any] | None = {} if weights_path else None
-    try:
-        summary = open(summary_path, "w") if summary_path else None  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise MlstmError(f"cannot write the file: {os.strerror(exc.errno or 5)}", f"--summary {summary_path}") from None
+    summary = Summary(summary_path) if summary_path else None
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     bar = Progress(total=len(jobs), label="files", quiet=quiet, delay=0.0)
     try:
@@ -789,8 +784,7 @@ def batch(
             record["seconds"] = round(time.perf_counter() - started, 6)
             counts[record["status"]] += 1
             if summary:
-                summary.write(json.dumps(record) + "\n")
-                summary.flush()
+                summary.add(record)
             if not quiet and not bar.tty:
                 _echo_err(f"mlstm: {record['status']:<7} {job.input} -> {job.output}")
             bar(done)

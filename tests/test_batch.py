@@ -139,9 +139,30 @@ def test_resume_after_interruption(tmp_path, weights_file):
         check_output(out / os.path.basename(p), p, w)
     ok = records[2]
     assert ok["engine"] == "numpy" and ok["Y_size"] == [3, 2, 7] and ok["T"] == 7 and ok["seconds"] >= 0
-    # --overwrite redoes everything.
+    # --overwrite redoes everything; its records follow the earlier ones.
     run_mlstm("batch", *paths, "--weights", wpath, "--out-dir", out, "--summary", summary, "--overwrite", check=0)
-    assert [json.loads(line)["status"] for line in summary.read_text().splitlines()] == ["ok"] * 4
+    statuses = [json.loads(line)["status"] for line in summary.read_text().splitlines()]
+    assert statuses == ["skipped", "skipped", "ok", "ok"] + ["ok"] * 4
+
+
+def test_summary_of_a_rerun_keeps_the_first_runs_records(tmp_path, weights_file):
+    wpath, w = weights_file
+    paths = make_inputs(tmp_path, 3)
+    out, summary = tmp_path / "out", tmp_path / "summary.jsonl"
+    run_mlstm("batch", *paths[:2], "--weights", wpath, "--out-dir", out, "--summary", summary, check=0)
+    first = [json.loads(line) for line in summary.read_text().splitlines()]
+    with open(summary, "ab") as fh:
+        fh.write(b'{"input": "cut short by a kill')  # a torn last line: skipped, kept apart
+    run_mlstm("batch", *paths, "--weights", wpath, "--out-dir", out, "--summary", summary, check=0)
+    lines = summary.read_text().splitlines()
+    assert [json.loads(line) for line in lines[:2]] == first and lines[2] == '{"input": "cut short by a kill'
+    second = [json.loads(line) for line in lines[3:]]
+    assert [r["status"] for r in second] == ["skipped", "skipped", "ok"]
+    for earlier, skipped in zip(first, second):
+        assert skipped["input"] == earlier["input"]
+        for field in ("T", "B", "H", "input_size", "Y_size", "YFormat", "compute_class", "format", "engine"):
+            assert skipped[field] == earlier[field], field
+    assert second[0]["Y_size"] == [H, 2, 5] and second[2]["Y_size"] == [H, 2, 7]
 
 
 def test_bad_inputs_are_isolated(tmp_path, weights_file):
