@@ -171,11 +171,11 @@ def run(
             engine=engine,
             chunk_steps=chunk_steps,
             progress=bar,
-            notice=None if quiet else lambda text: _echo_err(f"mlstm: notice: {text}"),
+            notice=None if quiet else lambda text: bar.write(f"mlstm: notice: {text}"),  # above the bar
             options=pairs,
         )
     finally:
-        bar.close()
+        bar.close()  # before an Error: or interrupt line, which then starts a line of its own
     if verbose:  # after the commit: the output exists
         for note in report.notes:
             _echo_err(f"mlstm: {note}")
@@ -757,10 +757,12 @@ def batch(
                 record["status"] = "skipped"
             else:
                 try:
+                    bar.set_state(job.input)
                     with Inputs([job.input], order, shared) as inputs:
                         result = inputs.compute(mapping, pairs, backend.name, prepared=prepared)
                     variables = output_variables(result)
                     out_fmt = "mat73" if fmt == "mat" and io.needs_mat73(variables) else fmt
+                    bar.set_state(f"writing {job.output}")
                     io.write_variables(job.output, variables, out_fmt, order)
                     p = result.problem
                     record.update(
@@ -780,13 +782,13 @@ def batch(
                     if not message.startswith(job.input):
                         message = f"{job.input}: {message}"
                     record.update(status="failed", error=message)
-                    _echo_err(f"Error: {message}")
+                    bar.write(f"Error: {message}")  # above the bar, never glued onto it
             record["seconds"] = round(time.perf_counter() - started, 6)
             counts[record["status"]] += 1
             if summary:
                 summary.add(record)
             if not quiet and not bar.tty:
-                _echo_err(f"mlstm: {record['status']:<7} {job.input} -> {job.output}")
+                bar.write(f"mlstm: {record['status']:<7} {job.input} -> {job.output}")
             bar(done)
     finally:
         bar.close()
