@@ -1,4 +1,5 @@
-"""Many inputs, one set of weights: input expansion, deterministic sharding, resumable outputs.
+"""Many inputs, one set of weights: input expansion, deterministic sharding, resumable outputs
+and the summary file.
 
 The CLI's ``mlstm batch`` is built from these pieces; they print nothing and exit nothing.
 """
@@ -6,9 +7,12 @@ The CLI's ``mlstm batch`` is built from these pieces; they print nothing and exi
 from __future__ import annotations
 
 import glob
+import json
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import MlstmError
 
@@ -52,30 +56,46 @@ def parse_shard(text: str) -> tuple[int, int]:
     return shard, count
 
 
+ARRAY_VARIABLES = (
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
+)
+
+
 def shard_from_environment(env: Mapping[str, str]) -> tuple[int, int] | None:
-    """(K, N) from a SLURM job array (SLURM_ARRAY_TASK_ID, _COUNT, _MIN), or None outside one."""
+    """(K, N) from a SLURM job array, or None outside one.
+
+    Task ids MIN, MIN+STEP, ..., MAX (``--array=MIN-MAX:STEP``; STEP 1 when absent) are shares
+    1..COUNT. Ids that are not evenly spaced (``--array=0,2,7``) would leave shares unrun: an error.
+    """
     if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
         return None
     try:
-        task = int(env["SLURM_ARRAY_TASK_ID"])
-        count = int(env["SLURM_ARRAY_TASK_COUNT"])
+        task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
         first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+        step = int(env.get("SLURM_ARRAY_TASK_STEP", "1"))
+        last = int(env["SLURM_ARRAY_TASK_MAX"]) if "SLURM_ARRAY_TASK_MAX" in env else None
     except ValueError:
+        found = ", ".join(f"{k}={env[k]!r}" for k in ARRAY_VARIABLES if k in env)
+        raise MlstmError(f"expected integer array variables, found {found}", "SLURM") from None
+    offset = task - first
+    if step < 1 or count < 1 or offset < 0 or offset % step or offset // step >= count:
         raise MlstmError(
-            "expected integer SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN, found "
-            + ", ".join(
-                f"{k}={env.get(k)!r}" for k in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN")
-            ),
-            "SLURM",
-        ) from None
-    shard = task - first + 1
-    if count < 1 or not 1 <= shard <= count:
-        raise MlstmError(
-            f"task {task} is not one of {count} consecutive array tasks starting at {first}; "
-            "use consecutive array indices (--array=0-N) or give --shard K/N",
+            f"task {task} is not one of the {count} array tasks {first}-{first + (count - 1) * step}"
+            + (f":{step}" if step != 1 else "")
+            + "; use --array=A-B or A-B:STEP, or give --shard K/N",
             "SLURM",
         )
-    return shard, count
+    if last is not None and last - first != (count - 1) * step:
+        raise MlstmError(
+            f"array task ids {first} to {last} are not {count} evenly spaced ids (step {step}), so some shares "
+            "would not run; use --array=A-B or A-B:STEP, or give --shard K/N",
+            "SLURM",
+        )
+    return offset // step + 1, count
 
 
 def select_shard(paths: list[str], shard: tuple[int, int] | None) -> list[str]:
@@ -104,3 +124,80 @@ def plan(paths: list[str], out_dir: str, fmt: str) -> list[Job]:
         by_output[output] = path
         jobs.append(Job(path, output))
     return jobs
+
+
+# What a record says about the output it wrote; a later run that skips the input repeats them.
+RESULT_FIELDS = ("engine", "format", "compute_class", "T", "B", "input_size", "H", "Y_size", "YFormat")
+
+
+class Summary:
+    """``--summary FILE.jsonl``: one JSON line per input, appended as each input finishes.
+
+    A rerun appends to the file, so the records of earlier runs stay; several processes may
+    share one file (each line is a single ``O_APPEND`` write). A rerun that skips an input
+    because its output exists repeats, in its ``skipped`` record, the result fields (engine,
+    format, class, shapes) of the latest earlier record that wrote that output: the last record
+    for an input always describes its output.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.written: dict[tuple[str, str], dict[str, Any]] = {}
+        try:
+            data = _read_regular_file(path)
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise self._error(exc) from None
+        for line in data.splitlines():
+            self._remember(line)
+        if data and not data.endswith(b"\n"):
+            self._append(b"\n")  # a line cut short by a killed run stays on its own
+
+    def _error(self, exc: OSError) -> MlstmError:
+        return MlstmError(f"cannot write the file: {os.strerror(exc.errno or 5)}", f"--summary {self.path}")
+
+    def _remember(self, line: bytes) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(record, dict) and record.get("status") in ("ok", "skipped") and "Y_size" in record:
+            self.written[(record.get("input"), record.get("output"))] = record
+
+    def _append(self, data: bytes) -> None:
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def add(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Append ``record`` (a skipped one completed from the earlier record of its output)."""
+        key = (record["input"], record["output"])
+        if record["status"] == "skipped" and key in self.written:
+            earlier = self.written[key]
+            record.update({k: earlier[k] for k in RESULT_FIELDS if k in earlier})
+        if record["status"] == "ok":
+            self.written[key] = record
+        self._append((json.dumps(record) + "\n").encode())
+        return record
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> Summary:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_regular_file(path: str) -> bytes:
+    """The file's bytes; nothing for a missing file, a FIFO or a device (never block reading)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return b""
+    except FileNotFoundError:
+        return b""
+    with open(path, "rb") as fh:
+        return fh.read()

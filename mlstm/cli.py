@@ -171,11 +171,11 @@ def run(
             engine=engine,
             chunk_steps=chunk_steps,
             progress=bar,
-            notice=None if quiet else lambda text: _echo_err(f"mlstm: notice: {text}"),
+            notice=None if quiet else lambda text: bar.write(f"mlstm: notice: {text}"),  # above the bar
             options=pairs,
         )
     finally:
-        bar.close()
+        bar.close()  # before an Error: or interrupt line, which then starts a line of its own
     if verbose:  # after the commit: the output exists
         for note in report.notes:
             _echo_err(f"mlstm: {note}")
@@ -726,7 +726,7 @@ def matlab_path() -> None:
 @click.option("--shard", metavar="K/N", help="Run the K-th of N disjoint shares of the sorted inputs (1-based).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip inputs whose output exists.")
 @click.option("--overwrite", is_flag=True, help="Redo inputs whose output exists (same as --no-resume).")
-@click.option("--summary", "summary_path", metavar="FILE.jsonl", help="One JSON object per input: status, shapes, ...")
+@click.option("--summary", "summary_path", metavar="FILE.jsonl", help="Append a JSON line per input: status, shapes...")
 @_weights_options
 @_apply(_input_options)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines (errors still print).")
@@ -752,14 +752,12 @@ def batch(
 
     Each input gives OUT_DIR/<stem>.mat (or .h5). Outputs are written atomically, so an
     existing output means done: a rerun finishes only the rest. Under a SLURM job array
-    (SLURM_ARRAY_TASK_ID/_COUNT/_MIN) each task takes its own share unless --shard is given.
+    (SLURM_ARRAY_TASK_ID/_MIN/_STEP/_COUNT) each task takes its own share unless --shard is given.
     A bad input is reported and skipped. Exit status 0 if every input succeeded, 1 if any
     failed, 2 for a bad invocation.
     """
-    import json
-
     from . import io
-    from .batch import expand_inputs, parse_shard, plan, select_shard, shard_from_environment
+    from .batch import Summary, expand_inputs, parse_shard, plan, select_shard, shard_from_environment
     from .progress import Progress
 
     items, pairs = split_tokens(tokens)
@@ -784,10 +782,7 @@ def batch(
 
     backend = get_engine(engine.lower())  # a missing GPU is a bad invocation, before any input
     prepared: dict[Any, Any] | None = {} if weights_path else None
-    try:
-        summary = open(summary_path, "w") if summary_path else None  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise MlstmError(f"cannot write the file: {os.strerror(exc.errno or 5)}", f"--summary {summary_path}") from None
+    summary = Summary(summary_path) if summary_path else None
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     bar = Progress(total=len(jobs), label="files", quiet=quiet, delay=0.0)
     try:
@@ -798,10 +793,12 @@ def batch(
                 record["status"] = "skipped"
             else:
                 try:
+                    bar.set_state(job.input)
                     with Inputs([job.input], order, shared) as inputs:
                         result = inputs.compute(mapping, pairs, backend.name, prepared=prepared)
                     variables = output_variables(result)
                     out_fmt = "mat73" if fmt == "mat" and io.needs_mat73(variables) else fmt
+                    bar.set_state(f"writing {job.output}")
                     io.write_variables(job.output, variables, out_fmt, order)
                     p = result.problem
                     record.update(
@@ -821,14 +818,13 @@ def batch(
                     if not message.startswith(job.input):
                         message = f"{job.input}: {message}"
                     record.update(status="failed", error=message)
-                    _echo_err(f"Error: {message}")
+                    bar.write(f"Error: {message}")  # above the bar, never glued onto it
             record["seconds"] = round(time.perf_counter() - started, 6)
             counts[record["status"]] += 1
             if summary:
-                summary.write(json.dumps(record) + "\n")
-                summary.flush()
+                summary.add(record)
             if not quiet and not bar.tty:
-                _echo_err(f"mlstm: {record['status']:<7} {job.input} -> {job.output}")
+                bar.write(f"mlstm: {record['status']:<7} {job.input} -> {job.output}")
             bar(done)
     finally:
         bar.close()

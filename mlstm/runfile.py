@@ -114,7 +114,8 @@ def run_file(
     or Keras file (``node``/``layer`` pick a layer). ``var``: {role: variable name}.
     Name-value options as keyword arguments (``DataFormat="CBT"``) or as ``options`` pairs.
     ``progress``: a :class:`mlstm.progress.Progress`-like callable ``(done, total)`` with
-    ``enabled``. ``notice``: where notices go (default: none). Raises :class:`MlstmError`.
+    ``enabled`` (and, if it has one, ``set_state(text)``, told when the write starts).
+    ``notice``: where notices go (default: none). Raises :class:`MlstmError`.
     """
     from .io import AtomicOutput, check_output_path, needs_mat73, output_format_for, write_file
 
@@ -158,6 +159,8 @@ def run_file(
                 if notice:
                     notice("an output is over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
                 fmt = "mat73"
+            if hasattr(progress, "set_state"):  # the write phase, shown after the counts
+                progress.set_state(f"writing {output if output != '-' else 'standard output'}")
             write_file(target.tmp, variables, fmt, order)
             p = result.problem
             report = RunReport(

@@ -68,12 +68,32 @@ def test_slurm_environment_and_shard_parsing():
     assert shard_from_environment(env) == (4, 4)
     env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}
     assert shard_from_environment(env) == (1, 4)
-    with pytest.raises(MlstmError, match="consecutive array tasks"):
+    with pytest.raises(MlstmError, match="SLURM: task 9 is not one of the 4 array tasks 0-3;"):
         shard_from_environment({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "4"})
     assert parse_shard("2/5") == (2, 5)
     for bad in ("0/3", "4/3", "x", "1/0"):
         with pytest.raises(MlstmError, match="--shard: expected K/N"):
             parse_shard(bad)
+
+
+def slurm_array(task, first, last, step):
+    count = (last - first) // step + 1
+    names = ("ID", "MIN", "MAX", "STEP", "COUNT")
+    return {f"SLURM_ARRAY_TASK_{n}": str(v) for n, v in zip(names, (task, first, last, step, count))}
+
+
+def test_stepped_slurm_arrays_give_every_share_once():
+    # --array=1-9:2: tasks 1, 3, 5, 7, 9 are shares 1..5 of 5.
+    assert [shard_from_environment(slurm_array(t, 1, 9, 2)) for t in (1, 3, 5, 7, 9)] == [(k, 5) for k in range(1, 6)]
+    assert shard_from_environment(slurm_array(12, 0, 12, 4)) == (4, 4)
+    with pytest.raises(MlstmError, match="task 4 is not one of the 5 array tasks 1-9:2"):
+        shard_from_environment(slurm_array(4, 1, 9, 2))
+    # --array=0,2,7: SLURM says STEP=1, COUNT=3, MAX=7; shares 2 and 3 would never run.
+    irregular = {**slurm_array(2, 0, 2, 1), "SLURM_ARRAY_TASK_MAX": "7"}
+    with pytest.raises(MlstmError, match="ids 0 to 7 are not 3 evenly spaced ids"):
+        shard_from_environment(irregular)
+    with pytest.raises(MlstmError, match="expected integer array variables, found .*SLURM_ARRAY_TASK_STEP='x'"):
+        shard_from_environment({**slurm_array(1, 1, 9, 2), "SLURM_ARRAY_TASK_STEP": "x"})
 
 
 def test_expand_inputs_globs_lists_and_errors(tmp_path):
@@ -119,9 +139,30 @@ def test_resume_after_interruption(tmp_path, weights_file):
         check_output(out / os.path.basename(p), p, w)
     ok = records[2]
     assert ok["engine"] == "numpy" and ok["Y_size"] == [3, 2, 7] and ok["T"] == 7 and ok["seconds"] >= 0
-    # --overwrite redoes everything.
+    # --overwrite redoes everything; its records follow the earlier ones.
     run_mlstm("batch", *paths, "--weights", wpath, "--out-dir", out, "--summary", summary, "--overwrite", check=0)
-    assert [json.loads(line)["status"] for line in summary.read_text().splitlines()] == ["ok"] * 4
+    statuses = [json.loads(line)["status"] for line in summary.read_text().splitlines()]
+    assert statuses == ["skipped", "skipped", "ok", "ok"] + ["ok"] * 4
+
+
+def test_summary_of_a_rerun_keeps_the_first_runs_records(tmp_path, weights_file):
+    wpath, w = weights_file
+    paths = make_inputs(tmp_path, 3)
+    out, summary = tmp_path / "out", tmp_path / "summary.jsonl"
+    run_mlstm("batch", *paths[:2], "--weights", wpath, "--out-dir", out, "--summary", summary, check=0)
+    first = [json.loads(line) for line in summary.read_text().splitlines()]
+    with open(summary, "ab") as fh:
+        fh.write(b'{"input": "cut short by a kill')  # a torn last line: skipped, kept apart
+    run_mlstm("batch", *paths, "--weights", wpath, "--out-dir", out, "--summary", summary, check=0)
+    lines = summary.read_text().splitlines()
+    assert [json.loads(line) for line in lines[:2]] == first and lines[2] == '{"input": "cut short by a kill'
+    second = [json.loads(line) for line in lines[3:]]
+    assert [r["status"] for r in second] == ["skipped", "skipped", "ok"]
+    for earlier, skipped in zip(first, second):
+        assert skipped["input"] == earlier["input"]
+        for field in ("T", "B", "H", "input_size", "Y_size", "YFormat", "compute_class", "format", "engine"):
+            assert skipped[field] == earlier[field], field
+    assert second[0]["Y_size"] == [H, 2, 5] and second[2]["Y_size"] == [H, 2, 7]
 
 
 def test_bad_inputs_are_isolated(tmp_path, weights_file):

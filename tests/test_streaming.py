@@ -180,7 +180,7 @@ def test_progress_bar_on_a_terminal():
             return True
 
     stream = Tty()
-    bar = Progress(stream=stream, delay=0.0)
+    bar = Progress(stream=stream, delay=0.0, use_tqdm=False)  # the display without tqdm
     for done in (10, 20, 30):
         bar(done, 30)
     bar.close()
