@@ -374,12 +374,42 @@ def test_npz_member_declaring_more_than_it_holds(tmp_path):
         NpzArchive(str(path))["w"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the PyTorch .npz reader (mlstm/foreign) must read through mlstm.io.npz.NpzArchive; drop this mark then",
-)
 def test_converting_an_npz_reads_only_the_lstm_members(big_npz, tmp_path, rss_limit):
     path, tensors = big_npz
     proc, peak = mlstm_measured("convert", "--from", "pytorch", path, "-o", tmp_path / "w.mat")
     assert proc.returncode == 0, proc.stderr
     assert peak < rss_limit, f"peak RSS {peak:.0f} MB"
+
+
+def _keras_legacy_h5(path, hidden=2, inputs=3, rng=None):
+    """A tf.keras 2 style weights file: model_weights/lstm/lstm/lstm_cell/{kernel,recurrent_kernel,bias}:0."""
+    rng = rng or np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        cell = f.create_group("model_weights/lstm/lstm/lstm_cell")
+        cell["kernel:0"] = rng.standard_normal((inputs, 4 * hidden)).astype(np.float32)
+        cell["recurrent_kernel:0"] = rng.standard_normal((hidden, 4 * hidden)).astype(np.float32)
+        cell["bias:0"] = np.zeros(4 * hidden, np.float32)
+    return path
+
+
+def test_keras_weights_behind_an_external_link_are_refused(tmp_path):
+    other = _keras_legacy_h5(tmp_path / "other.h5")
+    path = tmp_path / "linked.h5"
+    with h5py.File(path, "w") as f:
+        cell = f.create_group("model_weights/lstm/lstm/lstm_cell")
+        cell["kernel:0"] = h5py.ExternalLink(str(other), "/model_weights/lstm/lstm/lstm_cell/kernel:0")
+        cell["recurrent_kernel:0"] = np.zeros((2, 8), np.float32)
+    proc = run_mlstm("convert", "--from", "keras", path, "-o", tmp_path / "w.mat")
+    assert_one_line_error(proc, "linked.h5", "external link", "other.h5")
+    assert not (tmp_path / "w.mat").exists()
+
+
+def test_keras_weights_with_external_raw_storage_are_refused(tmp_path):
+    secret = secret_file(tmp_path, 3 * 8 * 4)
+    path = _keras_legacy_h5(tmp_path / "ext.h5")
+    with h5py.File(path, "a") as f:
+        cell = f["model_weights/lstm/lstm/lstm_cell"]
+        del cell["kernel:0"]
+        cell.create_dataset("kernel:0", shape=(3, 8), dtype=np.float32, external=[(str(secret), 0, 3 * 8 * 4)])
+    proc = run_mlstm("convert", "--from", "keras", path, "-o", tmp_path / "w.mat")
+    assert_one_line_error(proc, "ext.h5", "external file", str(secret))

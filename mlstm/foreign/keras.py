@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MlstmError
-from ..io.hdf5 import decode_text
+from ..io.hdf5 import OUTSIDE, check_local, decode_text, link_entry
 from .common import check_lstm, float_weights, refuse_half
 
 STATES = ("tanh", "softsign", "relu")
@@ -164,7 +164,14 @@ def find_cells(handle: Any, config: dict[str, Any] | None = None) -> list[Cell]:
     def visit(name: str, obj: Any) -> None:
         if not isinstance(obj, h5py.Group):
             return
-        data = {k.split(":")[0]: obj[k] for k in obj.keys() if isinstance(obj[k], h5py.Dataset)}
+        data = {}
+        for key in obj.keys():  # never through a link out of the file, never data stored outside it
+            member, outside = link_entry(obj, key)
+            if outside is not None:
+                raise MlstmError(f"{handle.filename}: {name}/{key}: {outside.detail}; {OUTSIDE}")
+            if isinstance(member, h5py.Dataset):
+                check_local(member, handle.filename, f"{name}/{key}")
+                data[key.split(":")[0]] = member
         parts = name.split("/")
         if "kernel" in data and "recurrent_kernel" in data:
             shown, spec = _legacy_cell(parts, legacy, model_name)
@@ -200,9 +207,12 @@ def _native_name(handle: Any, path: str, native: dict[str, tuple[str, dict[str, 
 
 def is_keras_file(handle: Any) -> bool:
     """An HDF5 file laid out by Keras (legacy .h5 or Keras 3 .weights.h5), not MATLAB variables."""
-    if "weights" in handle and "recurrentWeights" in handle:
+    def has(key: str) -> bool:  # the link itself: `key in handle` would open an external link's file
+        return handle.get(key, getlink=True) is not None
+
+    if has("weights") and has("recurrentWeights"):
         return False
-    return bool(find_cells(handle)) or "model_weights" in handle or "layers" in handle
+    return bool(find_cells(handle)) or has("model_weights") or has("layers")
 
 
 def read_keras_archive(path: str, layer: str | None = None) -> dict[str, Any]:

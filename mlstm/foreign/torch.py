@@ -22,13 +22,11 @@ KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l(?P<layer>\d+)(?P<reverse>_reverse
 def _tensors(path: str, head: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(float arrays by name, dtype names of the tensors NumPy cannot hold, e.g. BF16)."""
     if head.startswith(b"PK\x03\x04"):
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}, {}
-        except Exception as exc:
-            raise MlstmError(
-                f"{path}: expected a .npz of arrays, found unreadable data ({type(exc).__name__}: {exc})"
-            ) from None
+        from ..io.npz import NpzArchive
+
+        # Members are read (and their headers checked against their stored sizes) on lookup:
+        # only the LSTM's tensors are ever decompressed.
+        return NpzArchive(path), {}  # type: ignore[return-value]
     try:
         from safetensors import safe_open
     except ImportError:
