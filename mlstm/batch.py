@@ -201,3 +201,132 @@ def _read_regular_file(path: str) -> bytes:
         return b""
     with open(path, "rb") as fh:
         return fh.read()
+
+
+class Batch:
+    """``mlstm batch`` as a library object: :func:`prepare_batch` checks the invocation and plans the
+    jobs (every error that concerns the whole batch is raised there, before any input runs);
+    :meth:`run` yields one record per input, a failure of one input (foreseen or not) being that
+    input's record."""
+
+    def __init__(self, jobs: list[Job], share: tuple[int, int] | None, settings: dict[str, Any]):
+        self.jobs = jobs
+        self.share = share
+        self._settings = settings
+
+    def run(
+        self,
+        resume: bool = True,
+        summary_path: str | None = None,
+        state: Any = None,
+    ) -> Any:
+        """Run every job; yields records (dicts: input, output, engine, status ok/skipped/failed, and
+        shapes or error). ``summary_path``: a JSON-lines file the records are appended to.
+        ``state(text)``: told which input is in hand and when its output is written."""
+        import time
+
+        from . import io
+        from .inputs import Inputs
+        from .runfile import class_name, output_variables
+
+        s = self._settings
+        summary = Summary(summary_path) if summary_path else None
+        try:
+            for job in self.jobs:
+                record: dict[str, Any] = {"input": job.input, "output": job.output, "engine": s["engine"]}
+                started = time.perf_counter()
+                if resume and os.path.exists(job.output):
+                    record["status"] = "skipped"
+                else:
+                    try:
+                        if state:
+                            state(job.input)
+                        with Inputs([job.input], s["order"], s["shared"]) as inputs:
+                            result = inputs.compute(s["mapping"], s["pairs"], s["engine"], prepared=s["prepared"])
+                        variables = output_variables(result)
+                        out_fmt = "mat73" if s["fmt"] == "mat" and io.needs_mat73(variables) else s["fmt"]
+                        if state:
+                            state(f"writing {job.output}")
+                        io.write_variables(job.output, variables, out_fmt, s["order"])
+                        p = result.problem
+                        record.update(
+                            status="ok",
+                            format=out_fmt,
+                            compute_class=class_name(p.dtype),
+                            T=p.num_steps,
+                            B=p.batch_size,
+                            input_size=p.input_size,
+                            H=p.hidden_size,
+                            Y_size=list(result.Y.shape),
+                            YFormat=result.y_format,
+                        )
+                    except Exception as err:  # noqa: BLE001 - one input's failure never stops the others
+                        text = (
+                            str(err) if isinstance(err, MlstmError) else f"internal error {type(err).__name__}: {err}"
+                        )
+                        message = " ".join(text.split())
+                        if not message.startswith(job.input):
+                            message = f"{job.input}: {message}"
+                        record.update(status="failed", error=message)
+                record["seconds"] = round(time.perf_counter() - started, 6)
+                if summary:
+                    summary.add(record)
+                yield record
+        finally:
+            if summary:
+                summary.close()
+
+
+def prepare_batch(
+    items: list[str] | tuple[str, ...],
+    out_dir: str,
+    *,
+    weights: str | None = None,
+    node: str | None = None,
+    layer: str | None = None,
+    output_format: str = "mat",
+    shard: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    var: Mapping[str, str] | None = None,
+    options: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+    hdf5_order: str = "numpy",
+    engine: str = "numpy",
+) -> Batch:
+    """Check a batch invocation and plan its jobs (files, globs and @lists in ``items``; the K-th of
+    N shares from ``shard`` 'K/N' or a SLURM job array in ``environ``); creates ``out_dir``."""
+    from . import io
+    from .engines import get_engine
+    from .inputs import shared_weights
+    from .options import parse_options
+
+    mapping = dict(var or {})
+    pairs = list(options)
+    parse_options(pairs)
+    fmt = output_format.lower()
+    if fmt not in EXTENSIONS:
+        raise MlstmError(f"expected one of {', '.join(EXTENSIONS)}, found {output_format!r}", "--format")
+    order = hdf5_order.lower()
+    share = parse_shard(shard) if shard is not None else shard_from_environment(environ or os.environ)
+    jobs = plan(select_shard(expand_inputs(items), share), out_dir, fmt)
+    if not os.path.isdir(out_dir):
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as exc:
+            raise MlstmError(f"cannot create the directory ({exc.strerror or exc})", f"--out-dir {out_dir}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise MlstmError("the directory is not writable", f"--out-dir {out_dir}")
+    sources = [job.input for job in jobs] + ([weights] if weights else [])
+    for job in jobs:  # an output that is an input (or the weights) would destroy it: refuse before any work
+        io.check_output_path(job.output, sources)
+    shared = shared_weights(weights, order, mapping, node, layer)
+    backend = get_engine(engine.lower())  # a missing GPU is a bad invocation, before any input
+    settings = {
+        "mapping": mapping,
+        "pairs": pairs,
+        "fmt": fmt,
+        "order": order,
+        "shared": shared,
+        "engine": backend.name,
+        "prepared": {} if weights else None,  # the engine's prepared weights, shared by every input
+    }
+    return Batch(jobs, share, settings)

@@ -12,6 +12,7 @@ from conftest import run_mlstm
 from reference import reference_lstm
 
 import mlstm.cli
+import mlstm.inputs
 
 
 def _write(path, rng, hidden=3, outputs=False):
@@ -46,14 +47,14 @@ def test_batch_goes_on_after_a_bad_input(tmp_path, rng):
 
 def _unforeseen(monkeypatch, victim):
     """Make the run of one input fail with an exception nobody anticipated."""
-    original = mlstm.cli.Inputs.compute
+    original = mlstm.inputs.Inputs.compute
 
     def compute(self, *args, **kwargs):
         if any(f.label.endswith(victim) for f in self.files):
             raise RuntimeError("something nobody foresaw")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(mlstm.cli.Inputs, "compute", compute)
+    monkeypatch.setattr(mlstm.inputs.Inputs, "compute", compute)
 
 
 def test_batch_isolates_an_unforeseen_failure(tmp_path, rng, monkeypatch, capsys):

@@ -207,6 +207,7 @@ def _native_name(handle: Any, path: str, native: dict[str, tuple[str, dict[str, 
 
 def is_keras_file(handle: Any) -> bool:
     """An HDF5 file laid out by Keras (legacy .h5 or Keras 3 .weights.h5), not MATLAB variables."""
+
     def has(key: str) -> bool:  # the link itself: `key in handle` would open an external link's file
         return handle.get(key, getlink=True) is not None
 

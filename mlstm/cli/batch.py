@@ -1,0 +1,93 @@
+"""``mlstm batch``: many inputs, one set of weights (:func:`mlstm.batch.prepare_batch`)."""
+
+from __future__ import annotations
+
+import click
+
+from ..inputs import split_tokens
+from .base import Shard, apply, cli, debug_option, echo_err, input_options, var_mapping, weights_options
+
+
+@cli.command()
+@click.argument("tokens", nargs=-1, metavar="INPUTS... [Name=Value]...")
+@click.option("--out-dir", required=True, metavar="DIR", help="Where the outputs go, one per input, same stem.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["mat", "mat73", "hdf5"], case_sensitive=False),
+    default="mat",
+    show_default=True,
+    help="Output format (.mat for mat and mat73, .h5 for hdf5).",
+)
+@click.option(
+    "--shard", type=Shard(), metavar="K/N", help="Run the K-th of N disjoint shares of the sorted inputs (1-based)."
+)
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Skip inputs whose output exists.")
+@click.option("--overwrite", is_flag=True, help="Redo inputs whose output exists (same as --no-resume).")
+@click.option("--summary", "summary_path", metavar="FILE.jsonl", help="Append a JSON line per input: status, shapes...")
+@weights_options
+@apply(input_options)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines (errors still print).")
+@debug_option
+def batch(
+    tokens: tuple[str, ...],
+    out_dir: str,
+    weights_path: str | None,
+    output_format: str,
+    shard: str | None,
+    resume: bool,
+    overwrite: bool,
+    summary_path: str | None,
+    node: str | None,
+    layer: str | None,
+    var_mappings: tuple[tuple[str, str], ...],
+    hdf5_order: str,
+    engine: str,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Run lstm on many INPUTS (files, globs, @list.txt) with one set of weights.
+
+    Each input gives OUT_DIR/<stem>.mat (or .h5). Outputs are written atomically, so an
+    existing output means done: a rerun finishes only the rest. Under a SLURM job array
+    (SLURM_ARRAY_TASK_ID/_MIN/_STEP/_COUNT) each task takes its own share unless --shard is given.
+    A bad input is reported and skipped. Exit status 0 if every input succeeded, 1 if any
+    failed, 2 for a bad invocation.
+    """
+    from ..batch import prepare_batch
+    from ..progress import Progress
+
+    items, pairs = split_tokens(tokens)
+    run = prepare_batch(
+        items,
+        out_dir,
+        weights=weights_path,
+        node=node,
+        layer=layer,
+        output_format=output_format,
+        shard=shard,
+        var=var_mapping(var_mappings),
+        options=pairs,
+        hdf5_order=hdf5_order,
+        engine=engine,
+    )
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    bar = Progress(total=len(run.jobs), label="files", quiet=quiet, delay=0.0)
+    try:
+        for done, record in enumerate(run.run(resume and not overwrite, summary_path, bar.set_state), 1):
+            counts[record["status"]] += 1
+            if record["status"] == "failed":
+                bar.write(f"Error: {record['error']}")  # above the bar, never glued onto it
+            if not quiet and not bar.tty:
+                bar.write(f"mlstm: {record['status']:<7} {record['input']} -> {record['output']}")
+            bar(done)
+    finally:
+        bar.close()
+    if not quiet:
+        share = run.share
+        echo_err(
+            f"mlstm: {len(run.jobs)} input(s){f' (shard {share[0]}/{share[1]})' if share else ''}: "
+            f"{counts['ok']} done, {counts['skipped']} skipped (output exists), {counts['failed']} failed"
+        )
+    if counts["failed"]:
+        raise click.exceptions.Exit(1)
