@@ -219,10 +219,12 @@ class Batch:
         resume: bool = True,
         summary_path: str | None = None,
         state: Any = None,
+        dry_run: bool = False,
     ) -> Any:
         """Run every job; yields records (dicts: input, output, engine, status ok/skipped/failed, and
         shapes or error). ``summary_path``: a JSON-lines file the records are appended to.
-        ``state(text)``: told which input is in hand and when its output is written."""
+        ``state(text)``: told which input is in hand and when its output is written.
+        ``dry_run``: check each input from its metadata (status "would run"), write nothing."""
         import time
 
         from . import io
@@ -230,7 +232,7 @@ class Batch:
         from .runfile import class_name, output_variables
 
         s = self._settings
-        summary = Summary(summary_path) if summary_path else None
+        summary = Summary(summary_path) if summary_path and not dry_run else None
         try:
             for job in self.jobs:
                 record: dict[str, Any] = {"input": job.input, "output": job.output, "engine": s["engine"]}
@@ -241,6 +243,15 @@ class Batch:
                     try:
                         if state:
                             state(job.input)
+                        if dry_run:
+                            from .options import parse_options
+
+                            with Inputs([job.input], s["order"], s["shared"]) as inputs:
+                                options = parse_options(inputs.option_variables(s["pairs"]))
+                                sizes = inputs.plan_sizes(s["mapping"], options.data_format)
+                            record.update(status="would run", T=sizes.fmt.size("T"), B=sizes.batch, H=sizes.hidden)
+                            yield record
+                            continue
                         with Inputs([job.input], s["order"], s["shared"]) as inputs:
                             result = inputs.compute(s["mapping"], s["pairs"], s["engine"], prepared=s["prepared"])
                         variables = output_variables(result)
@@ -291,6 +302,7 @@ def prepare_batch(
     options: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
     hdf5_order: str = "numpy",
     engine: str = "numpy",
+    **name_value: str,
 ) -> Batch:
     """Check a batch invocation and plan its jobs (files, globs and @lists in ``items``; the K-th of
     N shares from ``shard`` 'K/N' or a SLURM job array in ``environ``); creates ``out_dir``."""
@@ -300,7 +312,7 @@ def prepare_batch(
     from .options import parse_options
 
     mapping = dict(var or {})
-    pairs = list(options)
+    pairs = [*options, *name_value.items()]
     parse_options(pairs)
     fmt = output_format.lower()
     if fmt not in EXTENSIONS:

@@ -167,11 +167,12 @@ def check_files(
     size: str | None = None,
     hdf5_order: str = "numpy",
     notice: Callable[[str], None] | None = None,
+    **name_value: str,
 ) -> CheckResult:
     """Compare Y, hiddenState and cellState of ACTUAL with EXPECTED (see ``mlstm check --help``)."""
     from .io import open_matrix_file
 
-    pairs = list(options)
+    pairs = [*options, *name_value.items()]
     mapping = dict(var or {})
     if pairs and not (diagnose or plot):
         raise MlstmError("Name=Value options are used only by --diagnose and --plot", pairs[0][0])
@@ -236,10 +237,11 @@ def verify_file(
     engine: str = "numpy",
     hdf5_order: str = "numpy",
     diagnose: bool = False,
+    **name_value: str,
 ) -> VerifyRecord:
     """Recompute lstm from the inputs in ``path`` and compare with the outputs stored beside them.
     Never raises for a problem of the file: it becomes the record's ``error``."""
-    mapping, pairs = dict(var or {}), list(options)
+    mapping, pairs = dict(var or {}), [*options, *name_value.items()]
     record: dict[str, Any] = {"file": path}
     try:
         with Inputs([path], hdf5_order.lower()) as inputs:
@@ -277,7 +279,8 @@ def verify_files(paths: Sequence[str], **kwargs: Any) -> Iterator[VerifyRecord]:
     """:func:`verify_file` for each path, in order."""
     if not paths:
         raise MlstmError("expected at least one FILE", "FILE")
-    parse_options(list(kwargs.get("options", ())))  # bad options: one error, not one per file
+    known = {"var", "options", "rtol", "atol", "engine", "hdf5_order", "diagnose"}
+    parse_options([*kwargs.get("options", ()), *((k, v) for k, v in kwargs.items() if k not in known)])
     for path in paths:
         yield verify_file(path, **kwargs)
 

@@ -151,7 +151,7 @@ class Inputs:
             )
         return np.zeros((hidden, 1), dtype=recurrent.dtype if recurrent.dtype.kind == "f" else np.float64)
 
-    def check_sizes(self, mapping: dict[str, str], data_format: str | None) -> None:
+    def check_sizes(self, mapping: dict[str, str], data_format: str | None) -> Any:
         """Check the six arguments' classes and sizes from the files' metadata, before any array is
         read, so that a variable declaring more data than the others allow (a 960 MB ``weights``
         beside a 3-by-2 X) is an error without being read. Variables whose metadata says too
@@ -166,13 +166,21 @@ class Inputs:
                 continue
             holder = self.find(role, name, required=False)
             if holder is None:
-                return  # reading reports the missing variable, after what a damaged file says of the others
+                return None  # reading reports the missing variable, after what a damaged file says of the others
             declared = holder.declared(name)
             stand_ins.append(declared if declared is not None else holder.read(name))
         try:
-            check_arguments(*stand_ins, data_format)
+            return check_arguments(*stand_ins, data_format)
         except MlstmError as err:
             raise self.locate(err) from None
+
+    def plan_sizes(self, mapping: dict[str, str], data_format: str | None) -> Any:
+        """:meth:`check_sizes`, and a missing argument is an error here too (a dry run reads no data)."""
+        for role in ARGUMENT_NAMES:
+            name = mapping.get(role, role)
+            if not (role in ("H0", "C0") and self._zero_state_allowed(name)):
+                self.find(role, name)
+        return self.check_sizes(mapping, data_format)
 
     def option_variables(self, given: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Name-value options stored as char variables, for the options the command line leaves out."""

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .errors import MlstmError
 from .inputs import Inputs, shared_weights
 from .options import parse_options
@@ -41,9 +43,26 @@ class RunReport:
     seconds_compute: float  # streaming: compute and write together
     seconds_write: float
     notes: list[str] = field(default_factory=list)  # which file gave which argument
+    dry_run: bool = False  # nothing computed or written: what a run would do
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``run --json`` record."""
+        from dataclasses import asdict
+
+        record = asdict(self)
+        record["y_size"] = list(self.y_size)
+        return record
 
     def log_line(self) -> str:
-        """The ``-v`` line."""
+        """The ``-v`` line (a dry run: what would be done)."""
+        if self.dry_run:
+            how = f"streamed in blocks of about {self.chunk_steps} steps" if self.streamed else "in memory"
+            return (
+                f"mlstm: dry run: would write {self.output} ({self.format}): Y {'x'.join(map(str, self.y_size))} "
+                f"{self.compute_class} ({self.y_format}), hiddenState and cellState {self.hidden_size}x"
+                f"{self.batch_size}; T={self.steps} B={self.batch_size} InputSize={self.input_size} "
+                f"H={self.hidden_size}, {how}, engine={self.engine}"
+            )
         head = (
             f"mlstm: engine={self.engine} class={self.compute_class} T={self.steps} B={self.batch_size} "
             f"InputSize={self.input_size} H={self.hidden_size} Y={'x'.join(map(str, self.y_size))} ({self.y_format}) "
@@ -105,6 +124,7 @@ def run_file(
     progress: Any = None,
     notice: Callable[[str], None] | None = None,
     options: Sequence[tuple[str, str]] = (),
+    dry_run: bool = False,
     **name_value: str,
 ) -> RunReport:
     """Run MATLAB's lstm from input files to ``output`` (.mat, .h5/.hdf5, or '-' for stdout).
@@ -115,7 +135,10 @@ def run_file(
     Name-value options as keyword arguments (``DataFormat="CBT"``) or as ``options`` pairs.
     ``progress``: a :class:`mlstm.progress.Progress`-like callable ``(done, total)`` with
     ``enabled`` (and, if it has one, ``set_state(text)``, told when the write starts).
-    ``notice``: where notices go (default: none). Raises :class:`MlstmError`.
+    ``notice``: where notices go (default: none). ``dry_run``: check everything that can be
+    checked from the files' metadata (inputs, sizes, classes, options, the output path and its
+    directory), read no array, write nothing, and report what a run would do.
+    Raises :class:`MlstmError`.
     """
     from .io import AtomicOutput, check_output_path, needs_mat73, output_format_for, write_file
 
@@ -129,6 +152,10 @@ def run_file(
     engine = engine.lower()
     shared = shared_weights(weights, order, mapping, node, layer)
     started = time.perf_counter()
+    if dry_run:
+        AtomicOutput(output).discard()  # the output's directory takes a file
+        with Inputs(paths, order, shared) as files:
+            return _dry_run(files, output, fmt, mapping, pairs, engine, chunk_steps, notice)
     # The temporary output exists before any computing: an unwritable directory fails at once.
     with AtomicOutput(output) as target, Inputs(paths, order, shared) as files:
         x = files.lazy_x(mapping)
@@ -172,6 +199,46 @@ def run_file(
     if not report.streamed:
         report.seconds_write = time.perf_counter() - started  # the commit included
     return report
+
+
+def _dry_run(
+    files: Inputs,
+    output: str,
+    fmt: str,
+    mapping: dict[str, str],
+    pairs: list[tuple[str, str]],
+    engine: str,
+    chunk_steps: int | None,
+    notice: Callable[[str], None] | None,
+) -> RunReport:
+    """What :func:`run_file` would do, from metadata only."""
+    from .engines import get_engine
+    from .formats import compute_class, matlab_shape, output_format
+    from .io import MAT5_VARIABLE_LIMIT
+    from .pipeline import auto_chunk_steps
+
+    options = parse_options(files.option_variables(pairs))
+    sizes = files.plan_sizes(mapping, options.data_format)
+    backend = get_engine(engine)  # a GPU asked for and missing is an error now, not in the real run
+    dtype = compute_class(*sizes.args)
+    y_labels = output_format(sizes.fmt)
+    steps = sizes.fmt.size("T")
+    size_of = {"C": sizes.hidden, "B": sizes.batch, "T": steps, "U": 1}
+    y_size = tuple(matlab_shape(tuple(size_of[label] for label in y_labels)))
+    y_bytes = steps * sizes.batch * sizes.hidden * np.dtype(sizes.args[0].dtype).itemsize
+    if fmt == "mat" and y_bytes > MAT5_VARIABLE_LIMIT:
+        if notice:
+            notice("Y will be over 2 GB, which MAT v7 cannot hold; writing MAT v7.3")
+        fmt = "mat73"
+    x = files.lazy_x(mapping)
+    streamed = x is not None and fmt in ("mat73", "hdf5") and 0 not in x.size
+    chunk = None
+    if streamed:
+        chunk = chunk_steps or auto_chunk_steps(sizes.batch, sizes.input_size, sizes.hidden, dtype.itemsize)
+    return RunReport(
+        output, fmt, backend.name, class_name(dtype), steps, sizes.batch, sizes.input_size, sizes.hidden,
+        y_size, y_labels, streamed, chunk, "", 0.0, 0.0, files.notes, dry_run=True,
+    )  # fmt: skip
 
 
 __all__ = ["RunReport", "run_file", "MlstmError"]

@@ -27,6 +27,9 @@ from .base import Shard, apply, cli, debug_option, echo_err, input_options, var_
 @click.option("--summary", "summary_path", metavar="FILE.jsonl", help="Append a JSON line per input: status, shapes...")
 @weights_options
 @apply(input_options)
+@click.option(
+    "--dry-run", is_flag=True, help="Check every input from its metadata and say what would run; write nothing."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines (errors still print).")
 @debug_option
 def batch(
@@ -43,6 +46,7 @@ def batch(
     var_mappings: tuple[tuple[str, str], ...],
     hdf5_order: str,
     engine: str,
+    dry_run: bool,
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -71,14 +75,14 @@ def batch(
         hdf5_order=hdf5_order,
         engine=engine,
     )
-    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    counts = {"ok": 0, "skipped": 0, "failed": 0, "would run": 0}
     bar = Progress(total=len(run.jobs), label="files", quiet=quiet, delay=0.0)
     try:
-        for done, record in enumerate(run.run(resume and not overwrite, summary_path, bar.set_state), 1):
+        for done, record in enumerate(run.run(resume and not overwrite, summary_path, bar.set_state, dry_run), 1):
             counts[record["status"]] += 1
             if record["status"] == "failed":
                 bar.write(f"Error: {record['error']}")  # above the bar, never glued onto it
-            if not quiet and not bar.tty:
+            if dry_run or (not quiet and not bar.tty):
                 bar.write(f"mlstm: {record['status']:<7} {record['input']} -> {record['output']}")
             bar(done)
     finally:
@@ -87,7 +91,8 @@ def batch(
         share = run.share
         echo_err(
             f"mlstm: {len(run.jobs)} input(s){f' (shard {share[0]}/{share[1]})' if share else ''}: "
-            f"{counts['ok']} done, {counts['skipped']} skipped (output exists), {counts['failed']} failed"
+            + (f"{counts['would run']} would run, " if dry_run else f"{counts['ok']} done, ")
+            + f"{counts['skipped']} skipped (output exists), {counts['failed']} failed"
         )
     if counts["failed"]:
         raise click.exceptions.Exit(1)

@@ -30,6 +30,12 @@ from .base import apply, cli, debug_option, echo_err, input_options, progress_op
 @weights_options
 @progress_options
 @click.option("-v", "--verbose", is_flag=True, help="Print engine, compute class, shapes and timing on stderr.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON summary of the run on stderr (engine, class, sizes, s)."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Check inputs, sizes, options and the output path from metadata; write nothing."
+)
 @debug_option
 def run(
     tokens: tuple[str, ...],
@@ -45,6 +51,8 @@ def run(
     progress: bool,
     quiet: bool,
     verbose: bool,
+    as_json: bool,
+    dry_run: bool,
     debug: bool,
 ) -> None:
     """Run MATLAB's lstm on the variables X, H0, C0, weights, recurrentWeights, bias.
@@ -73,10 +81,15 @@ def run(
             progress=bar,
             notice=None if quiet else lambda text: bar.write(f"mlstm: notice: {text}"),  # above the bar
             options=pairs,
+            dry_run=dry_run,
         )
     finally:
         bar.close()  # before an Error: or interrupt line, which then starts a line of its own
-    if verbose:  # after the commit: the output exists
+    if verbose or dry_run:  # after the commit: the output exists (a dry run says what it would do)
         for note in report.notes:
             echo_err(f"mlstm: {note}")
         echo_err(report.log_line())
+    if as_json:
+        import json
+
+        echo_err(json.dumps(report.to_dict()))
