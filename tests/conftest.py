@@ -16,8 +16,32 @@ def rng():
     return np.random.default_rng(12345)
 
 
-def run_mlstm(*args, input=None, cwd=None, env=None, check=None, allow_internal=False):
-    """Run ``python -m mlstm ARGS`` as a real subprocess; returns CompletedProcess (bytes stdout, text stderr)."""
+# MLSTM_TEST_SUBPROCESS=1 runs every CLI call of the suite as a real subprocess (the slow way).
+ALWAYS_SUBPROCESS = os.environ.get("MLSTM_TEST_SUBPROCESS") == "1"
+
+
+def run_mlstm(*args, input=None, cwd=None, env=None, check=None, allow_internal=False, subprocess_only=False):
+    """Run the CLI with ARGS; returns a CompletedProcess-like result (bytes stdout, text stderr).
+
+    In-process through click's CliRunner isolation (the test suite's speed) unless ``env`` is given
+    (engine settings read once per process), ``subprocess_only`` is set (exit codes of the real
+    process, the console script) or MLSTM_TEST_SUBPROCESS=1: then ``python -m mlstm ARGS``.
+    """
+    if env or subprocess_only or ALWAYS_SUBPROCESS:
+        proc = _run_subprocess(args, input, cwd, env)
+    else:
+        proc = _run_in_process(args, input, cwd)
+    # No input, however bad, may reach the internal-error catch-all: every failing run of the
+    # suite is checked here (a test of the catch-all itself passes allow_internal=True).
+    if not allow_internal:
+        assert "Error: unexpected" not in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr or "--debug" in map(str, args), proc.stderr
+    if check is not None:
+        assert proc.returncode == check, proc.stderr
+    return proc
+
+
+def _run_subprocess(args, input, cwd, env):
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
     if env:
@@ -31,14 +55,36 @@ def run_mlstm(*args, input=None, cwd=None, env=None, check=None, allow_internal=
         timeout=300,
     )
     proc.stderr = proc.stderr.decode("utf-8", "replace")
-    # No input, however bad, may reach the internal-error catch-all: every failing run of the
-    # suite is checked here (a test of the catch-all itself passes allow_internal=True).
-    if not allow_internal:
-        assert "Error: unexpected" not in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr or "--debug" in map(str, args), proc.stderr
-    if check is not None:
-        assert proc.returncode == check, proc.stderr
     return proc
+
+
+def _run_in_process(args, input, cwd):
+    """mlstm.cli.main(ARGS) with stdin/stdout/stderr swapped for buffers (click.testing's
+    isolation), in ``cwd``, with the process's signal handlers put back afterwards."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from mlstm.cli import main
+
+    argv = [str(a) for a in args]
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    here = os.getcwd()
+    code = 0
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with CliRunner().isolation(input=input) as streams:
+            try:
+                main(argv)
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            out, err = streams[0].getvalue(), streams[1].getvalue()
+    finally:
+        os.chdir(here)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    return subprocess.CompletedProcess(["mlstm", *argv], code, out, err.decode("utf-8", "replace"))
 
 
 def assert_one_line_error(proc, *fragments):

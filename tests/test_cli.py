@@ -247,11 +247,11 @@ def test_bare_option_names_and_empty_names_are_usage_errors(tmp_path, infile, ex
 
 
 def test_no_command_is_one_error_line():
-    assert_one_line_error(run_mlstm(), "expected a command", "run", "--help")
+    assert_one_line_error(run_mlstm(subprocess_only=True), "expected a command", "run", "--help")
 
 
 def test_missing_input_file(tmp_path, existing_output):
-    proc = run_mlstm("run", tmp_path / "nope.mat", "-o", existing_output, "DataFormat=CBT")
+    proc = run_mlstm("run", tmp_path / "nope.mat", "-o", existing_output, "DataFormat=CBT", subprocess_only=True)
     assert_one_line_error(proc, "nope.mat", "No such file")
     _check_untouched(existing_output, tmp_path)
 
@@ -283,5 +283,5 @@ def test_engine_auto_says_which_engine_ran(tmp_path, infile):
 
 
 def test_debug_shows_traceback(tmp_path, infile):
-    proc = run_mlstm("run", infile, "-o", tmp_path / "o.mat", "DataFormat=XYZ", "--debug")
+    proc = run_mlstm("run", infile, "-o", tmp_path / "o.mat", "DataFormat=XYZ", "--debug", subprocess_only=True)
     assert proc.returncode == 2 and "Traceback" in proc.stderr

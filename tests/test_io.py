@@ -195,7 +195,7 @@ def test_format_flag_overrides_extension(tmp_path, infile):
 
 def test_stdin_and_stdout(tmp_path, problem, infile):
     data = open(infile, "rb").read()
-    proc = run_mlstm("run", "-", "-o", "-", "DataFormat=CBT", input=data, check=0)
+    proc = run_mlstm("run", "-", "-o", "-", "DataFormat=CBT", input=data, check=0, subprocess_only=True)
     got = scipy.io.loadmat(io.BytesIO(proc.stdout))
     Yr, _, _ = reference_lstm(*problem.values(), "CBT")
     np.testing.assert_allclose(got["Y"], Yr, rtol=1e-12, atol=1e-14)
