@@ -174,7 +174,6 @@ class Problem:
     y_class: np.dtype
     hidden_class: np.dtype
     cell_class: np.dtype
-    _y_labels: str  # labels of Y, one per output dimension
     _y_sizes: tuple[int, ...]
 
     @property
@@ -202,13 +201,13 @@ class Problem:
         """Canonical (t, B, H) -> a block of Y in the input's dimension order, one axis per label of
         ``y_format``, ``t`` steps long on the T axis (a view where the order allows, compute class)."""
         steps, batch, hidden = y.shape
-        present = [label for label in self._y_labels if label in "CBT"]
+        present = [label for label in self.y_format if label in "CBT"]
         canonical = {"T": 0, "B": 1, "C": 2}
         if "B" not in present:
             y = y.reshape(steps, hidden)
             canonical = {"T": 0, "C": 1}
         y = y.transpose([canonical[label] for label in present])
-        return y.reshape([steps if label == "T" else size for label, size in zip(self._y_labels, self._y_sizes)])
+        return y.reshape([steps if label == "T" else size for label, size in zip(self.y_format, self._y_sizes)])
 
     def restore_y(self, y: Any) -> Any:
         """Canonical (T, B, H) -> Y in the input's dimension order and class, MATLAB's size."""
@@ -376,6 +375,5 @@ def resolve(
         y_class=X.dtype,
         hidden_class=H0.dtype,
         cell_class=C0.dtype,
-        _y_labels=y_labels,
         _y_sizes=tuple(size_of[label] for label in y_labels),
     )

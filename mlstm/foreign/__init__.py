@@ -27,7 +27,6 @@ from .onnx import onnx_model, read_onnx, write_onnx
 from .torch import read_pytorch
 
 __all__ = [
-    "FOREIGN_FORMATS",
     "PICKLE_ADVICE",
     "is_keras_file",
     "onnx_model",
@@ -41,7 +40,6 @@ __all__ = [
     "write_onnx",
 ]
 
-FOREIGN_FORMATS = ("onnx", "pytorch", "keras")
 PICKLE_ADVICE = (
     "loading a pickle runs arbitrary code, so mlstm refuses it; save the state dict as safetensors "
     "(from safetensors.torch import save_file; save_file(model.state_dict(), 'lstm.safetensors')) "
