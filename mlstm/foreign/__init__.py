@@ -88,13 +88,7 @@ def read_foreign(
 ) -> dict[str, Any] | None:
     """MATLAB variables from a foreign weights file, or None when ``path`` is an ordinary MAT/HDF5
     file of MATLAB variables. ``kind`` forces 'onnx', 'pytorch' or 'keras'."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-    except IsADirectoryError:
-        raise MlstmError(f"{path}: expected a weights file, found a directory") from None
-    except OSError as exc:
-        raise MlstmError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    head = io.read_head(path, 64, "a weights file")
     sniffed = sniff_weights(path, head)
     if sniffed == "pickle":
         raise MlstmError(f"{path}: a pickled PyTorch file; {PICKLE_ADVICE}")

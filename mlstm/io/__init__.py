@@ -99,14 +99,18 @@ def _read_source(path: str, stdin: BinaryIO | None) -> tuple[str, Any, bytes]:
         except OSError as exc:
             raise MlstmError(f"<stdin>: cannot read the input ({exc.strerror or exc})") from None
         return "<stdin>", io.BytesIO(data), data[:4096]
+    return path, path, read_head(path, 4096)
+
+
+def read_head(path: str, size: int, expected: str = "a MAT or HDF5 file") -> bytes:
+    """The first ``size`` bytes of ``path`` (to sniff its kind); errors name the file."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(4096)
+            return fh.read(size)
     except IsADirectoryError:
-        raise MlstmError(f"{path}: expected a MAT or HDF5 file, found a directory") from None
+        raise MlstmError(f"{path}: expected {expected}, found a directory") from None
     except OSError as exc:
         raise MlstmError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-    return path, path, head
 
 
 def open_matrix_file(path: str, hdf5_order: str = "numpy", stdin: BinaryIO | None = None) -> MatrixFile:
