@@ -44,6 +44,7 @@ class RunReport:
     seconds_write: float
     notes: list[str] = field(default_factory=list)  # which file gave which argument
     dry_run: bool = False  # nothing computed or written: what a run would do
+    timings: dict[str, float] | None = None  # streamed: seconds reading X, computing, writing Y
 
     def to_dict(self) -> dict[str, Any]:
         """The ``run --json`` record."""
@@ -68,7 +69,10 @@ class RunReport:
             f"InputSize={self.input_size} H={self.hidden_size} Y={'x'.join(map(str, self.y_size))} ({self.y_format}) "
         )
         if self.streamed:
-            timing = f"streamed in blocks of {self.chunk_steps} steps, {1e3 * self.seconds_compute:.1f} ms,"
+            split = ""
+            if self.timings:
+                split = " (" + ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in self.timings.items()) + ")"
+            timing = f"streamed in blocks of {self.chunk_steps} steps, {1e3 * self.seconds_compute:.1f} ms{split},"
         else:
             timing = f"compute={1e3 * self.seconds_compute:.1f} ms write={1e3 * self.seconds_write:.1f} ms"
         return f"{head}{timing} output={self.output} ({self.format}) {self.detail}"
@@ -175,7 +179,7 @@ def run_file(
             report = RunReport(
                 output, fmt, streamed.engine, class_name(p.dtype), streamed.steps, p.batch_size, p.input_size,
                 p.hidden_size, tuple(streamed.y_size), streamed.y_format, True, streamed.chunk_steps,
-                streamed.detail, time.perf_counter() - started, 0.0, files.notes,
+                streamed.detail, time.perf_counter() - started, 0.0, files.notes, timings=streamed.timings,
             )  # fmt: skip
         else:
             shown = progress if getattr(progress, "enabled", progress is not None) else None

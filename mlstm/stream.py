@@ -30,6 +30,7 @@ class StreamResult:
     chunk_steps: int
     steps: int
     detail: str = ""  # as :attr:`mlstm.api.Result.detail`
+    timings: dict[str, float] | None = None  # seconds reading X, computing, writing Y (blocks only)
 
 
 def stream_lstm(
@@ -89,10 +90,11 @@ def stream_lstm(
             y_block = y_block.reshape(y_block.shape[: len(y_size)])
         write_y(y_time_axis, start, y_block)
 
+    timings: dict[str, float] = {}
     hidden_state, cell_state = run_blocks(
-        runner, steps, chunk, read, write, problem.hidden_state, problem.cell_state, progress=progress
+        runner, steps, chunk, read, write, problem.hidden_state, problem.cell_state, progress=progress, timings=timings
     )
     output.write("hiddenState", problem.restore_state(hidden_state, problem.hidden_class))
     output.write("cellState", problem.restore_state(cell_state, problem.cell_class))
     output.write("YFormat", y_labels)
-    return StreamResult(problem, backend.name, y_size, y_labels, chunk, steps, getattr(runner, "detail", ""))
+    return StreamResult(problem, backend.name, y_size, y_labels, chunk, steps, getattr(runner, "detail", ""), timings)
