@@ -31,6 +31,8 @@ def expand_inputs(items: tuple[str, ...] | list[str]) -> list[str]:
                     lines = [line.strip() for line in fh]
             except OSError as exc:
                 raise MlstmError(f"cannot read the list file ({exc.strerror or exc})", item) from None
+            except UnicodeDecodeError:
+                raise MlstmError("expected a text file with one path per line, found binary data", item) from None
             found.extend(line for line in lines if line and not line.startswith("#"))
         elif glob.has_magic(item):
             matches = glob.glob(item)
@@ -302,6 +304,7 @@ def prepare_batch(
     options: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
     hdf5_order: str = "numpy",
     engine: str = "numpy",
+    summary_path: str | None = None,
     **name_value: str,
 ) -> Batch:
     """Check a batch invocation and plan its jobs (files, globs and @lists in ``items``; the K-th of
@@ -319,7 +322,9 @@ def prepare_batch(
         raise MlstmError(f"expected one of {', '.join(EXTENSIONS)}, found {output_format!r}", "--format")
     order = hdf5_order.lower()
     share = parse_shard(shard) if shard is not None else shard_from_environment(environ or os.environ)
-    jobs = plan(select_shard(expand_inputs(items), share), out_dir, fmt)
+    every = expand_inputs(items)
+    plan(every, out_dir, fmt)  # two inputs with one stem are an error even when shards part them
+    jobs = plan(select_shard(every, share), out_dir, fmt)
     if not os.path.isdir(out_dir):
         try:
             os.makedirs(out_dir, exist_ok=True)
@@ -330,6 +335,10 @@ def prepare_batch(
     sources = [job.input for job in jobs] + ([weights] if weights else [])
     for job in jobs:  # an output that is an input (or the weights) would destroy it: refuse before any work
         io.check_output_path(job.output, sources)
+    if summary_path is not None:  # appended to: never an input, the weights or an output
+        io.check_output_path(summary_path, sources)
+        if any(os.path.abspath(summary_path) == os.path.abspath(job.output) for job in jobs):
+            raise MlstmError("is also an output of this batch", f"--summary {summary_path}")
     shared = shared_weights(weights, order, mapping, node, layer)
     backend = get_engine(engine.lower())  # a missing GPU is a bad invocation, before any input
     settings = {

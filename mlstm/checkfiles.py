@@ -186,7 +186,7 @@ def check_files(
         from .io import check_output_path
         from .plot import parse_size, pyplot
 
-        check_output_path(plot, [actual_path, expected_path])
+        check_output_path(plot, [actual_path, expected_path, *inputs])
         image_size = parse_size(size, (1000, 800))
         pyplot("--plot")  # no matplotlib: say so before any work
     with open_matrix_file(actual_path, order) as fa, open_matrix_file(expected_path, order) as fe:

@@ -120,7 +120,7 @@ class Inputs:
         values = {}
         for role in roles:
             name = mapping.get(role, role)
-            if role in ("H0", "C0") and self._zero_state_allowed(name):
+            if role in ("H0", "C0") and self._zero_state_allowed(name, mapping):
                 values[role] = self._zero_state(role, mapping)
                 continue
             values[role] = self.find(role, name).read(name)
@@ -133,7 +133,10 @@ class Inputs:
                 return f
         return None
 
-    def _zero_state_allowed(self, name: str) -> bool:
+    def _zero_state_allowed(self, name: str, mapping: dict[str, str] | None = None) -> bool:
+        """Zeros for a missing H0/C0 with converted weights, but never for a --var the user named."""
+        if mapping and name in mapping.values():
+            return False
         return self._converted_weights() is not None and not any(f.has(name) for f in self.files)
 
     def _zero_state(self, role: str, mapping: dict[str, str], note: bool = True) -> Any:
@@ -161,7 +164,7 @@ class Inputs:
         names = [mapping.get(role, role) for role in ARGUMENT_NAMES]
         stand_ins = []
         for role, name in zip(ARGUMENT_NAMES, names):
-            if role in ("H0", "C0") and self._zero_state_allowed(name):
+            if role in ("H0", "C0") and self._zero_state_allowed(name, mapping):
                 stand_ins.append(self._zero_state(role, mapping, note=False))
                 continue
             holder = self.find(role, name, required=False)
@@ -178,7 +181,7 @@ class Inputs:
         """:meth:`check_sizes`, and a missing argument is an error here too (a dry run reads no data)."""
         for role in ARGUMENT_NAMES:
             name = mapping.get(role, role)
-            if not (role in ("H0", "C0") and self._zero_state_allowed(name)):
+            if not (role in ("H0", "C0") and self._zero_state_allowed(name, mapping)):
                 self.find(role, name)
         return self.check_sizes(mapping, data_format)
 

@@ -11,6 +11,21 @@ sys.path.insert(0, os.path.dirname(__file__))
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """Tests that call mlstm.cli.main in this process must not leave its SIGINT/SIGTERM handlers
+    (or a recorded signal) behind: a CI time limit's SIGTERM must still stop pytest."""
+    import signal
+
+    from mlstm import signals
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
+    signals.received = 0
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

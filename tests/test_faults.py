@@ -383,3 +383,61 @@ def test_full_disk_is_one_error_and_keeps_the_previous_output(small_disk, inputs
     assert_one_line_error(proc, "out.h5", "No space left on device")
     assert (small_disk / "out.h5").read_bytes() == previous
     assert _temporaries(small_disk) == []
+
+
+def test_an_interrupt_seen_at_commit_still_removes_the_temporary(tmp_path):
+    from mlstm import signals
+    from mlstm.io import write_variables
+
+    signals.received = signal.SIGINT  # as if h5py had swallowed the exception of a SIGINT
+    try:
+        with pytest.raises(signals.Interrupted):
+            write_variables(str(tmp_path / "o.h5"), {"Y": np.ones(3)}, "hdf5")
+    finally:
+        signals.received = 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_pipe_on_printed_text_is_141_not_mismatch(inputs):
+    directory, _, _ = inputs
+    script = f"{sys.executable} -m mlstm info in.mat | (exit 0); echo ${{PIPESTATUS[0]}}"
+    for _ in range(3):  # the reader may close before or after the write: either way not 1
+        proc = subprocess.run(["bash", "-c", script], cwd=directory, capture_output=True, text=True, env=_env())
+        assert proc.stdout.strip() in ("0", "141"), proc.stdout
+        assert proc.stderr == ""
+
+
+def test_batch_summary_naming_an_input_is_refused(inputs):
+    directory, mat, _ = inputs
+    before = mat.read_bytes()
+    (directory / "b.mat").write_bytes(before)
+    proc = run_mlstm("batch", "in.mat", "b.mat", "--out-dir", "out", "--summary", "b.mat", cwd=directory)
+    assert_one_line_error(proc, "b.mat", "is the input")
+    assert (directory / "b.mat").read_bytes() == before
+    assert not (directory / "out").exists() or not list((directory / "out").iterdir())
+
+
+def test_check_plot_onto_a_diagnose_input_is_refused(inputs):
+    directory, mat, _ = inputs
+    before = mat.read_bytes()
+    run_mlstm("run", "in.mat", "-o", "out.mat", cwd=directory, check=0)
+    proc = run_mlstm(
+        "check", "out.mat", "out.mat", "--diagnose", "--inputs", "in.mat", "--plot", "in.mat", cwd=directory
+    )
+    assert_one_line_error(proc, "is the input")
+    assert mat.read_bytes() == before
+
+
+def test_batch_list_file_that_is_binary(inputs):
+    directory, _, _ = inputs
+    proc = run_mlstm("batch", "@in.mat", "--out-dir", "out", cwd=directory)
+    assert_one_line_error(proc, "@in.mat", "binary")
+
+
+def test_two_inputs_with_one_stem_are_refused_even_in_different_shards(inputs):
+    directory, mat, _ = inputs
+    for sub in ("a", "b"):
+        (directory / sub).mkdir()
+        (directory / sub / "x.mat").write_bytes(mat.read_bytes())
+    proc = run_mlstm("batch", "a/x.mat", "b/x.mat", "--out-dir", "out", "--shard", "1/2", cwd=directory)
+    assert_one_line_error(proc, "a/x.mat", "b/x.mat", "rename one")

@@ -78,3 +78,22 @@ def test_run_file_is_what_the_cli_runs(tmp_path, rng):
     with pytest.raises(mlstm.MlstmError, match="DataFormat"):
         mlstm.run_file(str(tmp_path / "in.mat"), str(tmp_path / "o2.mat"), DataFormat="CBX")
     assert not (tmp_path / "o2.mat").exists()
+
+
+def test_a_mistyped_var_is_an_error_not_zero_states(tmp_path, rng):
+    _torch_state_dict(tmp_path / "sd.safetensors", rng)
+    scipy.io.savemat(tmp_path / "x.mat", {"X": rng.standard_normal((4, 2, 6)), "h_init": np.ones((3, 2))})
+    proc = run_mlstm(
+        "run",
+        "x.mat",
+        "--weights",
+        "sd.safetensors",
+        "--var",
+        "H0=h_iint",
+        "-o",
+        "o.mat",
+        "DataFormat=CBT",
+        cwd=tmp_path,
+    )
+    assert_one_line_error(proc, "no variable 'h_iint'")
+    assert not (tmp_path / "o.mat").exists()

@@ -60,7 +60,21 @@ def debug_option(f: Any) -> Any:
     return click.option("--debug", is_flag=True, hidden=False, help="Show a traceback on errors.")(f)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Group(click.Group):
+    """click's group, except that a reader going away (EPIPE on printed text, as in
+    ``mlstm info f.mat | head -1``) reaches ``main`` as such: click itself would exit 1, the
+    status that means "mismatch" here."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            from ..io.output import ReaderGone
+
+            raise ReaderGone() from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlstm")
 @debug_option
 def cli(debug: bool) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import threading
 from collections.abc import Callable
 from functools import lru_cache
@@ -110,12 +111,22 @@ def interruptible(call: Callable[[int | None], int], work: float) -> int:
     # Waiting on an Event, not Thread.join: Python 3.11's join marks a thread finished when a
     # signal interrupts it, while the loop still runs on buffers about to be freed.
     worker = threading.Thread(target=target, name="mlstm-compiled-loop", daemon=True)
-    worker.start()
     try:
+        # Started with SIGINT/SIGTERM blocked: the worker inherits the mask (signals go to the main
+        # thread only), and Thread.start's own wait cannot be cut short while the loop runs.
+        masks = hasattr(signal, "pthread_sigmask")
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if masks else None
+        try:
+            worker.start()
+        finally:
+            if masks:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         while not done.wait(0.05):
             pass
     except BaseException:
-        stop.value = 1
+        stop.value = 1  # first: no check for signals comes before this store
+        if worker.ident is None:
+            raise  # the worker never started: no loop to wait for
         while True:  # the loop must end before its buffers go: wait, whatever else arrives
             try:
                 if done.wait(0.05):

@@ -115,8 +115,8 @@ class AtomicOutput:
     def commit(self) -> None:
         from .. import signals
 
-        signals.check()  # an interrupt that a library swallowed still stops the commit
         try:
+            signals.check()  # an interrupt that a library swallowed still stops the commit
             if self.path == "-":
                 out = self._stdout if self._stdout is not None else sys.stdout.buffer
                 with open(self.tmp, "rb") as fh:
