@@ -217,18 +217,21 @@ def test_measure_keeps_the_fastest_and_the_simplest_on_a_tie():
     assert cpu_plans.measure(plans, trial(nothing), steps=10).kind == "serial"
 
 
-def test_a_trial_stops_at_its_deadline(monkeypatch):
-    """The stop flag the C loops check per step also ends a trial that is taking too long."""
+def test_a_trial_estimates_the_run_and_a_hopeless_one_ends_after_its_probe(monkeypatch):
+    """A trial on the first steps estimates the whole run; a plan whose warm-up (on the first
+    quarter) predicts more than 4 times the budget is not run through."""
     import time
 
-    monkeypatch.setenv("MLSTM_CPU_PLAN", "units")
     monkeypatch.setenv("MLSTM_NUM_THREADS", "2")
-    eng, p, _ = engine_and_problem(np.float32, H=256, B=1, T=20000, C=64)
-    plan = cpu_plans.Plan("units", 2)
+    eng, p, _ = engine_and_problem(np.float32, H=256, B=1, T=4000, C=64)
+    plan = cpu_plans.Plan("single")
     started = time.perf_counter()
-    assert eng._trial(plan, p.x, p.hidden_state, p.cell_state, budget=0.001) is None
-    assert time.perf_counter() - started < 0.5
-    assert eng._trial(plan, p.x[:10], p.hidden_state, p.cell_state, budget=None) is not None
+    estimate = eng._trial(plan, p.x[:1000], p.hidden_state, p.cell_state, run_steps=4000, budget=None)
+    spent = time.perf_counter() - started
+    assert estimate is not None and estimate > spent * 2  # 4000 steps against 1250 run
+    started = time.perf_counter()
+    assert eng._trial(plan, p.x[:1000], p.hidden_state, p.cell_state, run_steps=4000, budget=estimate / 100) is None
+    assert time.perf_counter() - started < 0.5 * spent
 
 
 def test_verbose_run_names_the_plan_and_the_blas(tmp_path):

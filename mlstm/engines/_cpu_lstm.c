@@ -415,7 +415,7 @@ typedef int (*set_threads_fn)(int);
         }                                                                                                   \
         return NULL;                                                                                        \
     }                                                                                                       \
-    /* zbuf: (B, 4H), one row block per worker. Returns 0, or -1 when a thread could not start (the     \
+    /* zbuf: (B, 4H), one row block per worker. Returns 0; 1 when stopped; -1 when out of memory (the \
      * caller then runs the serial loop: nothing has been written that it does not overwrite). */          \
     MLSTM_EXPORT(int, mlstm_run_parallel_##NAME,                                                             \
                  (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
@@ -431,7 +431,6 @@ typedef int (*set_threads_fn)(int);
             free(threads);                                                                                  \
             return -1;                                                                                      \
         }                                                                                                   \
-        int started = 0, failed = 0;                                                                        \
         for (int i = 0; i < nthreads; ++i) {                                                                \
             NAME##_job *j = &jobs[i];                                                                       \
             j->T = T; j->B = B; j->In = In; j->H = H;                                                       \
@@ -441,16 +440,18 @@ typedef int (*set_threads_fn)(int);
             j->gate = gate; j->state = state; j->gemm = (GEMM_T)gemm_ptr;                                   \
             j->set_threads = (set_threads_fn)set_threads_ptr; j->stop = stop;                               \
         }                                                                                                   \
-        /* Every slice on a new thread, none on the caller's: the per-thread BLAS setting must not      \
-         * stick to the calling thread (OpenBLAS keeps it per thread, for the thread's life). */        \
-        for (int i = 0; i < nthreads; ++i) {                                                                \
-            if (pthread_create(&threads[i], NULL, NAME##_worker, &jobs[i]) != 0) { failed = 1; break; }     \
-            started = i + 1;                                                                                \
-        }                                                                                                   \
-        for (int i = 0; i < started; ++i) pthread_join(threads[i], NULL);                                   \
+        /* The caller runs slice 0 (a new thread then lands on another core at once), and the slice of \
+         * any thread that could not be created: slices are independent. The BLAS's thread count that \
+         * the workers set is the caller's to restore (OpenBLAS's "local" setting is global here). */ \
+        int started = 1;                                                                                    \
+        for (; started < nthreads; ++started)                                                               \
+            if (pthread_create(&threads[started], NULL, NAME##_worker, &jobs[started]) != 0) break;         \
+        NAME##_worker(&jobs[0]);                                                                            \
+        for (int i = started; i < nthreads; ++i) NAME##_worker(&jobs[i]);                                   \
+        for (int i = 1; i < started; ++i) pthread_join(threads[i], NULL);                                   \
         free(jobs);                                                                                         \
         free(threads);                                                                                      \
-        return failed ? -1 : STOP_REQUESTED(stop) ? 1 : 0;                                                  \
+        return STOP_REQUESTED(stop) ? 1 : 0;                                                                \
     }
 
 DEFINE_PARALLEL(f32, float, sgemm_fn)
@@ -613,7 +614,6 @@ static void wait_for_step(mlstm_steps *s, long t) {
         GEMV_T gemv; /* for one observation: z += R_k h as a matrix-vector product (gemm would pack R_k) */ \
         set_threads_fn set_threads;                                                                         \
         mlstm_steps *steps;                                                                                 \
-        int go; /* 0: wait until every thread exists, 1: run, -1: give up (a thread failed to start) */     \
     } NAME##_unit_run;                                                                                      \
     typedef struct {                                                                                        \
         NAME##_unit_run *run;                                                                               \
@@ -653,10 +653,7 @@ static void wait_for_step(mlstm_steps *s, long t) {
         NAME##_unit_job *job = (NAME##_unit_job *)arg;                                                      \
         NAME##_unit_run *u = job->run;                                                                      \
         mlstm_steps *s = u->steps;                                                                          \
-        int go;                                                                                             \
-        while ((go = __atomic_load_n(&u->go, __ATOMIC_ACQUIRE)) == 0) sched_yield();                        \
-        if (go < 0) return NULL;                                                                            \
-        if (u->set_threads) u->set_threads(1);                                                              \
+        if (u->set_threads) u->set_threads(1); /* the BLAS at one thread: these threads are the parallelism */ \
         long fastest = LONG_MAX;                                                                            \
         for (;;) {                                                                                          \
             const long t = __atomic_load_n(&s->step, __ATOMIC_ACQUIRE);                                     \
@@ -675,7 +672,7 @@ static void wait_for_step(mlstm_steps *s, long t) {
         }                                                                                                   \
     }                                                                                                       \
     /* zbuf: block * B * 4H (slice k: its block * B * 4Hk part). Returns 0; 1 when stopped; -1 when   \
-     * threads could not start (then nothing has run). */                                             \
+     * nthreads does not match (then nothing has run). */                                             \
     MLSTM_EXPORT(int, mlstm_run_units_##NAME,                                                                \
                  (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
                   const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int nthreads, int gate, int state,    \
@@ -701,17 +698,20 @@ static void wait_for_step(mlstm_steps *s, long t) {
         u->set_threads = (set_threads_fn)set_threads_ptr; u->steps = s;                                     \
         NAME##_unit_job jobs[MLSTM_MAX_UNIT_THREADS];                                                       \
         pthread_t threads[MLSTM_MAX_UNIT_THREADS];                                                          \
-        /* All threads or none: they start only once every thread exists, and leave at once if one  \
-         * could not be created (the caller then runs the serial loop). */                           \
-        int started = 0;                                                                                    \
-        for (; started < nthreads; ++started) {                                                             \
-            jobs[started].run = u;                                                                          \
-            jobs[started].own = started;                                                                    \
-            if (pthread_create(&threads[started], NULL, NAME##_unit_worker, &jobs[started]) != 0) break;    \
+        /* The caller works too (its own slice 0): a thread it starts lands on another core at once, \
+         * where two new threads and a waiting caller were seen to share one core for the first     \
+         * milliseconds. A thread that cannot be created only means fewer hands: slices are claimed. */ \
+        for (int k = 0; k < nthreads; ++k) {                                                                \
+            jobs[k].run = u;                                                                                \
+            jobs[k].own = k;                                                                                \
         }                                                                                                   \
-        __atomic_store_n(&u->go, started == nthreads ? 1 : -1, __ATOMIC_RELEASE);                           \
-        for (int i = 0; i < started; ++i) pthread_join(threads[i], NULL);                                   \
-        const int status = started != nthreads ? -1 : s->stop_now ? 1 : 0;                                 \
+        int started = 1;                                                                                    \
+        for (; started < nthreads; ++started)                                                               \
+            if (pthread_create(&threads[started], NULL, NAME##_unit_worker, &jobs[started]) != 0) break;    \
+        if (started < nthreads) __atomic_sub_fetch(&s->active, nthreads - started, __ATOMIC_ACQ_REL);      \
+        NAME##_unit_worker(&jobs[0]);                                                                       \
+        for (int i = 1; i < started; ++i) pthread_join(threads[i], NULL);                                   \
+        const int status = s->stop_now ? 1 : 0;                                                             \
         free(s);                                                                                            \
         free(u);                                                                                            \
         return status;                                                                                      \

@@ -18,7 +18,6 @@ import glob
 import os
 import re
 import threading
-import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -284,20 +283,17 @@ def load_compiled_loop() -> tuple[dict[np.dtype, CompiledLoop] | None, str | Non
 INLINE_WORK = 2e7
 
 
-def interruptible(call: Callable[[int | None], int], work: float, deadline: float | None = None) -> int:
-    """``call(stop)``, a compiled loop, such that SIGINT/SIGTERM stop it within a step, and (with
-    ``deadline``, a time.perf_counter() value) so that it stops there, returning 1.
+def interruptible(call: Callable[[int | None], int], work: float) -> int:
+    """``call(stop)``, a compiled loop, such that SIGINT/SIGTERM stop it within a step.
 
     A thread inside a C call cannot run Python's signal handlers, so a long run started from the
     main thread goes to a worker thread while the main thread waits (its waits are interrupted
     by signals). When the handler raises (KeyboardInterrupt, or the CLI's Interrupted), the main
     thread sets the loop's stop flag, which the C loops check once per step, waits for the
     worker to return, and lets the exception go on: the unfinished result is never used.
-    Short runs without a deadline, and calls from other threads (which receive no signals), run
-    inline.
+    Short runs, and calls from other threads (which receive no signals), run inline.
     """
-    in_main = threading.current_thread() is threading.main_thread()
-    if deadline is None and (work < INLINE_WORK or not in_main):
+    if work < INLINE_WORK or threading.current_thread() is not threading.main_thread():
         return call(None)
     stop = ctypes.c_int(0)
     outcome: list[Any] = []
@@ -316,9 +312,8 @@ def interruptible(call: Callable[[int | None], int], work: float, deadline: floa
     worker = threading.Thread(target=target, name="mlstm-compiled-loop", daemon=True)
     worker.start()
     try:
-        while not done.wait(0.05 if deadline is None else min(0.05, max(deadline - time.perf_counter(), 1e-4))):
-            if deadline is not None and time.perf_counter() > deadline:
-                stop.value = 1
+        while not done.wait(0.05):
+            pass
     except BaseException:
         stop.value = 1
         while True:  # the loop must end before its buffers go: wait, whatever else arrives

@@ -47,11 +47,11 @@ UNIT_SPLIT_MIN_H = 64  # rules: at least 32 hidden units per thread for the unit
 PARALLEL_MIN_WORK = 5_000_000  # rules: multiply-adds in a run below which no threads are started
 PARALLEL_MIN_CELLS = 4096  # rules: B * H below this, one thread (thread start-up would cost more)
 MEASURE_MIN_WORK = 4e8  # multiply-adds in a run from which its plan is measured (about 20-100 ms)
-TRIAL_FRACTION = 1 / 40  # of the run's work, per candidate and round ...
-TRIAL_MIN_WORK, TRIAL_MAX_WORK = 5e7, 3e8  # ... within these bounds (about 2-20 ms each)
+TRIAL_FRACTION = 1 / 24  # of the run's work, per candidate and round ...
+TRIAL_MIN_WORK, TRIAL_MAX_WORK = 1e8, 4e8  # ... within these bounds (about 4-20 ms each)
 TRIAL_ROUNDS = 2  # each candidate timed twice (the order reversed the second time), best kept
 SIMPLER_WINS_WITHIN = 0.03  # a plan earlier in the candidate list wins within 3% of the fastest
-CUT_OFF = 2.0  # a trial is stopped at this many times the fastest trial so far
+CUT_OFF = 2.0  # a trial's budget: this many times the fastest so far (see measure)
 RETRY_WITHIN = 1.5  # plans slower than this many times the fastest are not timed again
 CACHE_FORMAT, CACHE_VERSION = "mlstm-cpu-plans", 1
 CACHE_MAX_ENTRIES = 512
@@ -170,12 +170,14 @@ def trial_steps(run_steps: int, available: int, step_work: float) -> int:
 
 
 def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | None], steps: int) -> Plan:
-    """The plan to keep, the simplest within SIMPLER_WINS_WITHIN of the fastest. ``trial(plan,
-    budget)`` runs ``steps`` steps under ``plan`` and returns the seconds, or None when it could
-    not run or was stopped at ``budget`` seconds (CUT_OFF times the fastest so far: a plan that
-    spins on a loaded machine costs no more than that). Each plan is timed TRIAL_ROUNDS times,
-    the order reversed each round but for the BLAS-threaded one, always last; a plan RETRY_WITHIN
-    of the fastest or slower is not retried."""
+    """The plan to keep for a run of ``steps`` steps: the simplest within SIMPLER_WINS_WITHIN of
+    the fastest. ``trial(plan, budget)`` returns the seconds the run would take under ``plan``
+    (estimated from a trial on its first steps), or None when the plan could not run or its
+    warm-up says it would take more than 4 times ``budget``, CUT_OFF times the fastest so far (a plan
+    that crawls on a loaded machine costs the measurement little). Each plan is tried
+    TRIAL_ROUNDS times, the order reversed each round but for the BLAS-threaded one, always
+    last; a plan RETRY_WITHIN of the fastest or slower is not tried again.
+    """
     best = [math.inf] * len(plans)
     # The BLAS's own threads spin for a while (OpenBLAS: ~0.1 s) after each threaded call, taking
     # cores from whatever runs next: the plan that uses them goes last in each round, so every

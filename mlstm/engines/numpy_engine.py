@@ -282,29 +282,40 @@ class NumpyLSTM:
                 if plan is None:
                     trial = plans.trial_steps(run_steps, steps, step_work)
                     measured = plans.measure(
-                        allowed, lambda p, budget: self._trial(p, x[:trial], h, cell, budget), trial
+                        allowed, lambda p, budget: self._trial(p, x[:trial], h, cell, run_steps, budget), run_steps
                     )
                     plan = plans.remember(key, measured)
         if plan.kind == "units":  # the C side's limit: the rows are permuted for the count that runs
             plan = replace(plan, threads=min(plan.threads, loop.max_unit_threads, hidden))
         return plan
 
-    def _trial(self, plan: Plan, x: np.ndarray, h: np.ndarray, cell: np.ndarray, budget: float | None) -> float | None:
-        """Seconds ``plan`` takes on ``x``, on copies of the states, output thrown away; None when
-        its threads could not start or it was stopped after ``budget`` seconds."""
+    def _trial(
+        self, plan: Plan, x: np.ndarray, h: np.ndarray, cell: np.ndarray, run_steps: int, budget: float | None
+    ) -> float | None:
+        """Seconds a ``run_steps`` run would take under ``plan``, from timing it on ``x`` (copies
+        of the states, output thrown away) after a warm-up on its first quarter; None when its
+        threads could not start or the warm-up says the run would take over 4 times ``budget``.
+        Inline, as the loop runs: a trial is short."""
         if plan.kind == "units":
             self._unit_split_weights(plan.threads)  # made once, not timed
-        y = np.empty((x.shape[0], x.shape[1], self.hidden_size), dtype=self.dtype)
-        z_buffer = np.empty(
-            (min(x.shape[0], self.block_steps(x.shape[1])), x.shape[1], 4 * self.hidden_size), self.dtype
-        )
-        started = time.perf_counter()
-        deadline = started + (3600.0 if budget is None else budget)  # every trial on the same path
-        status = self._execute(plan, x, h, cell.copy(), y, z_buffer, deadline)
-        return time.perf_counter() - started if status == 0 else None
+        steps, batch = x.shape[0], x.shape[1]
+        y = np.empty((steps, batch, self.hidden_size), dtype=self.dtype)
+        z_buffer = np.empty((min(steps, self.block_steps(batch)), batch, 4 * self.hidden_size), self.dtype)
 
-    def _execute(self, plan: Plan, x, h, cell, y, z_buffer, deadline: float | None = None) -> int:
-        """Run ``plan`` (0; 1: stopped at ``deadline``; -1: its threads could not start)."""
+        def timed(n: int) -> float | None:
+            started = time.perf_counter()
+            status = self._execute(plan, x[:n], h, cell.copy(), y[:n], z_buffer[: min(n, len(z_buffer))], inline=True)
+            return time.perf_counter() - started if status == 0 else None
+
+        probe = max(1, steps // 4)
+        warm_up = timed(probe)
+        if warm_up is None or (budget is not None and warm_up * run_steps / probe > 4 * budget):
+            return None  # could not run, or hopeless: not worth the whole trial
+        whole = timed(steps)
+        return None if whole is None else whole * run_steps / steps
+
+    def _execute(self, plan: Plan, x, h, cell, y, z_buffer, inline: bool = False) -> int:
+        """Run ``plan`` (0; -1: its threads could not start); ``inline``: on this thread."""
         loop, blas = self.loop, self.loop.blas_threads
         steps, batch, _ = x.shape
         hidden = self.hidden_size
@@ -312,31 +323,27 @@ class NumpyLSTM:
         sizes = dict(T=steps, B=batch, In=self.input_size, H=hidden)
         weights = dict(w=self.input_weights, bias=self.bias, r=self.recurrent_weights)
         common = dict(h0=h, c=cell, y=y, gate=self.gate_code, state=self.state_code, gemm_ptr=loop.gemm)
-        work = float(steps) * batch * 4 * hidden * (self.input_size + hidden)
+        work = 0.0 if inline else float(steps) * batch * 4 * hidden * (self.input_size + hidden)
         blas_count = blas.get() if blas is not None else None
         try:
             if plan.kind == "batch":
                 z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
                 args = dict(**sizes, x=x, **weights, **common, zbuf=z_rows, nthreads=plan.threads)
-                status = interruptible(
-                    lambda stop: loop.parallel(**args, set_threads_ptr=blas.local, stop=stop), work, deadline
-                )
+                status = interruptible(lambda stop: loop.parallel(**args, set_threads_ptr=blas.local, stop=stop), work)
             elif plan.kind == "units":
                 w, bias, r = self._unit_split_weights(plan.threads)
                 args = dict(**sizes, x=x, w=w, bias=bias, r=r, **common, zbuf=z_buffer, block=block)
                 args.update(nthreads=plan.threads, gemv_ptr=loop.gemv, set_threads_ptr=blas.local)
-                status = interruptible(lambda stop: loop.units(**args, stop=stop), work, deadline)
+                status = interruptible(lambda stop: loop.units(**args, stop=stop), work)
             else:
                 if plan.kind == "single" and blas is not None:
                     blas.set(1)
                 args = dict(**sizes, x=x, **weights, **common, zbuf=z_buffer, block=block)
                 if hidden < GATE_MAJOR_MAX_H and batch >= hidden:  # loops over H too short to vectorise
                     args["state_buf"] = np.empty(2 * hidden * batch, dtype=self.dtype)
-                    status = interruptible(lambda stop: loop.gate_major(**args, stop=stop), work, deadline)
+                    status = interruptible(lambda stop: loop.gate_major(**args, stop=stop), work)
                 else:
-                    status = interruptible(
-                        lambda stop: loop.serial(**args, gemv_ptr=loop.gemv, stop=stop), work, deadline
-                    )
+                    status = interruptible(lambda stop: loop.serial(**args, gemv_ptr=loop.gemv, stop=stop), work)
         finally:
             if blas_count is not None:
                 blas.set(blas_count)
