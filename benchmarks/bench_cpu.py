@@ -2,7 +2,7 @@
 (CPU) and ONNX Runtime's LSTM, in one run, on this machine.
 
     pip install '.[bench]' torch      # torch: the CPU build (see the README)
-    python benchmarks/bench_cpu.py [--repeats 7] [--shapes small] [--wait-load 1.0] [--markdown out.md]
+    python benchmarks/bench_cpu.py [--repeats 7] [--shapes small] [--wait-load 1.0] [--wait-idle 0.9] [--markdown out.md]
 
 Times the whole computation on canonical in-memory arrays (no file I/O), the median of
 --repeats runs after one warm-up, each peer with the same inputs and thread count. "auto" is
@@ -181,6 +181,37 @@ def wait_for_load(limit: float, most_s: float = 600.0, every_s: float = 20.0) ->
         waited += every_s
 
 
+def idle_fraction(window: float = 2.0) -> float | None:
+    """Share of the CPUs' time spent idle over ``window`` seconds (this process sleeps meanwhile,
+    so it is the rest of the machine: what the load average, which counts us too, cannot say)."""
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as fh:
+                values = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return values[3] + values[4], sum(values[:8])  # idle + iowait, total (no guest time)
+
+    first = sample()
+    time.sleep(window)
+    second = sample()
+    if first is None or second is None or second[1] == first[1]:
+        return None
+    return (second[0] - first[0]) / (second[1] - first[1])
+
+
+def wait_for_idle(least: float, most_s: float = 600.0) -> float | None:
+    """Until the machine is at least ``least`` idle over 2 s (at most ``most_s``); the last share."""
+    waited, idle = 0.0, idle_fraction()
+    while idle is not None and idle < least and waited < most_s:
+        print(f"# {100 * idle:.0f}% idle: waiting for {100 * least:.0f}%", flush=True)
+        time.sleep(8.0)
+        waited += 10.0
+        idle = idle_fraction()
+    return idle
+
+
 def ms(x):
     return "-" if x is None else f"{1e3 * x:.2f}"
 
@@ -194,6 +225,11 @@ def main():
     parser.add_argument("--no-forced", action="store_true", help="Skip the forced plans.")
     parser.add_argument(
         "--wait-load", type=float, help="First wait (up to 10 min) for the 1-minute load to fall under this."
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        help="Before each shape, wait (up to 10 min) until the machine is this idle (0-1) over 2 s.",
     )
     parser.add_argument("--json", help="Also write the rows as JSON here.")
     parser.add_argument("--markdown", help="Also write the header and the table here (Markdown).")
@@ -221,6 +257,10 @@ def main():
         for C, H, B, T in shapes:
             args = problem(C, H, B, T, dtype)
             row = {"dtype": dtype_name, "C": C, "H": H, "B": B, "T": T}
+            if opts.wait_idle:
+                idle = wait_for_idle(opts.wait_idle)
+                row["idle_before"] = idle
+                lines.append(f"<!-- {C},{H},{B},{T} {dtype_name}: {100 * (idle or 0):.0f}% idle before -->")
             row["auto"], row["auto_first"], row["auto_detail"], row["auto_how"] = bench_mlstm(args, opts.repeats)
             row["forced"] = {p: bench_mlstm(args, opts.repeats, p)[0] for p in forced}
             try:

@@ -25,7 +25,8 @@ TOL = {np.float64: dict(rtol=1e-12, atol=1e-13), np.float32: dict(rtol=1e-5, ato
 def measuring(monkeypatch, tmp_path):
     """Small problems measured (as big ones are), a plan file of the test's own, two threads."""
     monkeypatch.setattr(cpu_plans, "MEASURE_MIN_WORK", 0)
-    monkeypatch.setattr(cpu_plans, "TRIAL_MIN_WORK", 1)
+    monkeypatch.setattr(cpu_plans, "PROBE_WORK", 1)
+    monkeypatch.setattr(cpu_plans, "TRIAL_SECONDS", 0.0001)
     monkeypatch.setenv("MLSTM_NUM_THREADS", "2")
     monkeypatch.delenv("MLSTM_CPU_PLAN", raising=False)
     path = tmp_path / "plans.json"
@@ -217,21 +218,25 @@ def test_measure_keeps_the_fastest_and_the_simplest_on_a_tie():
     assert cpu_plans.measure(plans, trial(nothing), steps=10).kind == "serial"
 
 
-def test_a_trial_estimates_the_run_and_a_hopeless_one_ends_after_its_probe(monkeypatch):
-    """A trial on the first steps estimates the whole run; a plan whose warm-up (on the first
-    quarter) predicts more than 4 times the budget is not run through."""
+def test_a_trial_estimates_the_run_and_a_hopeless_one_ends_after_its_warm_up(monkeypatch):
+    """A trial (a warm-up, then about TRIAL_SECONDS timed) estimates the whole run; a plan whose
+    warm-up predicts more than 4 times the budget is not run through."""
     import time
 
     monkeypatch.setenv("MLSTM_NUM_THREADS", "2")
     eng, p, _ = engine_and_problem(np.float32, H=256, B=1, T=4000, C=64)
     plan = cpu_plans.Plan("single")
+    probe, most = cpu_plans.trial_steps(4000, 4000, 1 * 4 * 256 * (64 + 256))
+    assert most == 1000 and 1 <= probe < most
     started = time.perf_counter()
-    estimate = eng._trial(plan, p.x[:1000], p.hidden_state, p.cell_state, run_steps=4000, budget=None)
+    estimate = eng._trial(plan, p.x[:most], p.hidden_state, p.cell_state, probe, 4000, budget=None)
     spent = time.perf_counter() - started
-    assert estimate is not None and estimate > spent * 2  # 4000 steps against 1250 run
+    assert estimate is not None and estimate > spent  # 4000 steps against at most 1000 + probe
     started = time.perf_counter()
-    assert eng._trial(plan, p.x[:1000], p.hidden_state, p.cell_state, run_steps=4000, budget=estimate / 100) is None
+    assert eng._trial(plan, p.x[:most], p.hidden_state, p.cell_state, probe, 4000, budget=estimate / 100) is None
     assert time.perf_counter() - started < 0.5 * spent
+    assert cpu_plans.timed_steps(10, 0.001, 1000) == 100  # 10 ms at 0.1 ms a step
+    assert cpu_plans.timed_steps(10, 0.5, 1000) == 10 and cpu_plans.timed_steps(10, 1e-6, 50) == 50
 
 
 def test_verbose_run_names_the_plan_and_the_blas(tmp_path):

@@ -47,8 +47,9 @@ UNIT_SPLIT_MIN_H = 64  # rules: at least 32 hidden units per thread for the unit
 PARALLEL_MIN_WORK = 5_000_000  # rules: multiply-adds in a run below which no threads are started
 PARALLEL_MIN_CELLS = 4096  # rules: B * H below this, one thread (thread start-up would cost more)
 MEASURE_MIN_WORK = 4e8  # multiply-adds in a run from which its plan is measured (about 20-100 ms)
-TRIAL_FRACTION = 1 / 24  # of the run's work, per candidate and round ...
-TRIAL_MIN_WORK, TRIAL_MAX_WORK = 1e8, 4e8  # ... within these bounds (about 4-20 ms each)
+TRIAL_SECONDS = 0.01  # a trial's timed part lasts about this long (a hiccup of the OS is ~1-3 ms) ...
+TRIAL_MAX_FRACTION = 1 / 4  # ... but takes at most this share of the run's steps
+PROBE_WORK = 2e7  # multiply-adds of the warm-up before each trial (about 1 ms), which also sizes it
 TRIAL_ROUNDS = 2  # each candidate timed twice (the order reversed the second time), best kept
 SIMPLER_WINS_WITHIN = 0.03  # a plan earlier in the candidate list wins within 3% of the fastest
 CUT_OFF = 2.0  # a trial's budget: this many times the fastest so far (see measure)
@@ -163,10 +164,16 @@ def plan_key(dtype: np.dtype, batch: int, input_size: int, hidden: int, cores: i
     return f"{cpu_model()} | {cores} threads | {np.dtype(dtype).name} | {shape}"
 
 
-def trial_steps(run_steps: int, available: int, step_work: float) -> int:
-    """Steps each candidate is timed on: about TRIAL_FRACTION of the run, within the bounds."""
-    work = min(max(run_steps * step_work * TRIAL_FRACTION, TRIAL_MIN_WORK), TRIAL_MAX_WORK)
-    return max(1, min(available, math.ceil(work / max(step_work, 1.0))))
+def trial_steps(run_steps: int, available: int, step_work: float) -> tuple[int, int]:
+    """(warm-up steps, most steps) of a trial: the warm-up about PROBE_WORK, the trial at most
+    TRIAL_MAX_FRACTION of the run and what the first call of the run holds."""
+    most = max(1, min(available, math.ceil(run_steps * TRIAL_MAX_FRACTION)))
+    return max(1, min(most, math.ceil(PROBE_WORK / max(step_work, 1.0)))), most
+
+
+def timed_steps(probe: int, probe_seconds: float, most: int) -> int:
+    """Steps of a trial's timed part: about TRIAL_SECONDS at the warm-up's pace, within [probe, most]."""
+    return max(probe, min(most, math.ceil(probe * TRIAL_SECONDS / max(probe_seconds, 1e-6))))
 
 
 def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | None], steps: int) -> Plan:

@@ -280,9 +280,11 @@ class NumpyLSTM:
                 key = plans.plan_key(self.dtype, batch, self.input_size, hidden, count)
                 plan = plans.lookup(key, allowed)
                 if plan is None:
-                    trial = plans.trial_steps(run_steps, steps, step_work)
+                    probe, most = plans.trial_steps(run_steps, steps, step_work)
                     measured = plans.measure(
-                        allowed, lambda p, budget: self._trial(p, x[:trial], h, cell, run_steps, budget), run_steps
+                        allowed,
+                        lambda p, budget: self._trial(p, x[:most], h, cell, probe, run_steps, budget),
+                        run_steps,
                     )
                     plan = plans.remember(key, measured)
         if plan.kind == "units":  # the C side's limit: the rows are permuted for the count that runs
@@ -290,27 +292,34 @@ class NumpyLSTM:
         return plan
 
     def _trial(
-        self, plan: Plan, x: np.ndarray, h: np.ndarray, cell: np.ndarray, run_steps: int, budget: float | None
+        self,
+        plan: Plan,
+        x: np.ndarray,
+        h: np.ndarray,
+        cell: np.ndarray,
+        probe: int,
+        run_steps: int,
+        budget: float | None,
     ) -> float | None:
-        """Seconds a ``run_steps`` run would take under ``plan``, from timing it on ``x`` (copies
-        of the states, output thrown away) after a warm-up on its first quarter; None when its
-        threads could not start or the warm-up says the run would take over 4 times ``budget``.
-        Inline, as the loop runs: a trial is short."""
+        """Seconds a ``run_steps`` run would take under ``plan``: a warm-up on ``probe`` steps,
+        then about TRIAL_SECONDS (at most all of ``x``) timed, on copies of the states, output
+        thrown away. None when its threads could not start or the warm-up says the run would
+        take over 4 times ``budget``. Inline, as the loop runs: a trial is short."""
         if plan.kind == "units":
             self._unit_split_weights(plan.threads)  # made once, not timed
-        steps, batch = x.shape[0], x.shape[1]
-        y = np.empty((steps, batch, self.hidden_size), dtype=self.dtype)
-        z_buffer = np.empty((min(steps, self.block_steps(batch)), batch, 4 * self.hidden_size), self.dtype)
+        most, batch = x.shape[0], x.shape[1]
+        y = np.empty((most, batch, self.hidden_size), dtype=self.dtype)
+        z_buffer = np.empty((min(most, self.block_steps(batch)), batch, 4 * self.hidden_size), self.dtype)
 
         def timed(n: int) -> float | None:
             started = time.perf_counter()
             status = self._execute(plan, x[:n], h, cell.copy(), y[:n], z_buffer[: min(n, len(z_buffer))], inline=True)
             return time.perf_counter() - started if status == 0 else None
 
-        probe = max(1, steps // 4)
         warm_up = timed(probe)
         if warm_up is None or (budget is not None and warm_up * run_steps / probe > 4 * budget):
             return None  # could not run, or hopeless: not worth the whole trial
+        steps = plans.timed_steps(probe, warm_up, most)
         whole = timed(steps)
         return None if whole is None else whole * run_steps / steps
 
