@@ -2,7 +2,7 @@
 (CPU) and ONNX Runtime's LSTM, in one run, on this machine.
 
     pip install '.[bench]' torch      # torch: the CPU build (see the README)
-    python benchmarks/bench_cpu.py [--repeats 7] [--shapes small] [--wait-load 1.0] [--wait-idle 0.9] [--markdown out.md]
+    python benchmarks/bench_cpu.py [--repeats 7] [--shapes small] [--wait-idle 0.9] [--markdown out.md]
 
 Times the whole computation on canonical in-memory arrays (no file I/O), the median of
 --repeats runs after one warm-up, each peer with the same inputs and thread count. "auto" is
@@ -83,7 +83,8 @@ def bench_mlstm(args, repeats, plan=None):
         median, first = median_time(run, repeats)
     finally:
         os.environ.pop("MLSTM_CPU_PLAN", None)
-    return median, first, details[-1], details[0].split("plan=", 1)[-1].split(" ", 1)[0]
+    how = details[0].split("plan=", 1)[-1].split(" blas=", 1)[0]  # e.g. measured (µs/step: ...)
+    return median, first, details[-1], how
 
 
 def bench_torch(args, repeats, threads):
@@ -276,7 +277,7 @@ def main():
             row["gemm_ceiling"] = bench_gemm(C, H, B, T, dtype, opts.repeats)
             rows.append(row)
             plan = row["auto_detail"].split("(", 1)[-1].split(")", 1)[0]
-            how = row["auto_how"]
+            how = row["auto_how"].split(" ", 1)[0]
             best = min(row["forced"].values()) if forced else None
 
             def ratio(x, mine=row["auto"]):
@@ -290,7 +291,10 @@ def main():
             )
             lines.append(line)
             print(line, flush=True)
-    summary = [f"# load after: {load()}"]
+    summary = [f"# load average after: {load()}"]
+    summary += [
+        f"# {r['dtype']} {r['C']},{r['H']},{r['B']},{r['T']}: {r['auto_how']}" for r in rows if "(" in r["auto_how"]
+    ]
     for dtype_name in opts.dtypes.split(","):
         sel = [r for r in rows if r["dtype"] == dtype_name]
         for peer in ("torch", "onnxruntime"):
