@@ -50,7 +50,8 @@ MEASURE_MIN_WORK = 4e8  # multiply-adds in a run from which its plan is measured
 TRIAL_SECONDS = 0.01  # a trial's timed part lasts about this long (a hiccup of the OS is ~1-3 ms) ...
 TRIAL_MAX_FRACTION = 1 / 4  # ... but takes at most this share of the run's steps
 PROBE_WORK = 2e7  # multiply-adds of the warm-up before each trial (about 1 ms), which also sizes it
-TRIAL_ROUNDS = 2  # each candidate timed twice (the order reversed the second time), best kept
+TRIAL_ROUNDS = 3  # each candidate timed up to 3 times (the order reversed each time), best kept
+ALL_ROUNDS = 2  # rounds in which every candidate runs: an idle core can take ~0.1 s to come up to speed
 SIMPLER_WINS_WITHIN = 0.03  # a plan earlier in the candidate list wins within 3% of the fastest
 CUT_OFF = 2.0  # a trial's budget: this many times the fastest so far (see measure)
 RETRY_WITHIN = 1.5  # plans slower than this many times the fastest are not timed again
@@ -183,7 +184,9 @@ def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | Non
     warm-up says it would take more than 4 times ``budget``, CUT_OFF times the fastest so far (a plan
     that crawls on a loaded machine costs the measurement little). Each plan is tried
     TRIAL_ROUNDS times, the order reversed each round but for the BLAS-threaded one, always
-    last; a plan RETRY_WITHIN of the fastest or slower is not tried again.
+    last; after ALL_ROUNDS rounds, a plan RETRY_WITHIN of the fastest or slower is not tried
+    again. (The first round also warms the cores up: on a virtual machine whose second core was
+    idle, threaded plans ran at half speed for the first ~0.1 s.)
     """
     best = [math.inf] * len(plans)
     # The BLAS's own threads spin for a while (OpenBLAS: ~0.1 s) after each threaded call, taking
@@ -194,7 +197,7 @@ def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | Non
     for round_ in range(TRIAL_ROUNDS):
         for i in (own if round_ % 2 == 0 else own[::-1]) + blas:
             fastest = min(best)
-            if round_ > 0 and best[i] > fastest * RETRY_WITHIN:
+            if round_ >= ALL_ROUNDS and best[i] > fastest * RETRY_WITHIN:
                 continue
             seconds = trial(plans[i], None if math.isinf(fastest) else fastest * CUT_OFF)
             if seconds is not None:
