@@ -8,7 +8,8 @@ Times the whole computation on canonical in-memory arrays (no file I/O), the med
 --repeats runs after one warm-up, each peer with the same inputs and thread count. "auto" is
 mlstm's own choice: its first run measures the candidate plans (on a plan file of this run
 only, so nothing measured earlier counts) and that first run's time is shown too; the forced
-plans are MLSTM_CPU_PLAN=serial|single|batch|units. ONNX Runtime's LSTM has no float64 kernel,
+plans are MLSTM_CPU_PLAN=serial|single|batch|units, timed interleaved with "auto" (each round
+runs every one once), so that a change in load hits them alike. ONNX Runtime's LSTM has no float64 kernel,
 so it is float32 only. The "GEMM ceiling" is one large matmul with the same FLOPs as the LSTM's
 GEMMs, (T*B, C+H) @ (C+H, 4H): how fast the arithmetic alone could go on this machine's BLAS.
 The header names the CPU, its vector instructions, the versions and the load average before
@@ -65,26 +66,47 @@ def problem(C, H, B, T, dtype):
     return X, H0, H0.copy(), W, R, b
 
 
-def bench_mlstm(args, repeats, plan=None):
-    """(median s, first run s, what ran, how the first run chose it) with MLSTM_CPU_PLAN=plan
-    (None: mlstm's own choice)."""
+def bench_mlstm(args, repeats, plans):
+    """mlstm's own choice (plan None) and each forced plan, interleaved (a round times each once,
+    so a change in the machine's load hits them alike; a run under 20 ms is repeated within its
+    sample and averaged): {plan: median s}, the first run's seconds, what the automatic plan ran,
+    and how its first run chose it. After a run with OpenBLAS's own threads, a pause lets them
+    stop spinning."""
     X, H0, C0, W, R, b = args
-    if plan:
-        os.environ["MLSTM_CPU_PLAN"] = plan
-    else:
-        os.environ.pop("MLSTM_CPU_PLAN", None)
-    details = []
     options = parse_options([("DataFormat", "TBC")])  # what mlstm.lstm does, keeping the Result
+    configs = [None, *plans]
+    times: dict = {plan: [] for plan in configs}
+    details = []
+    count = {plan: 1 for plan in configs}
+    blas_threads = [False]
 
-    def run():
-        details.append(compute(X, H0, C0, W, R, b, options).detail)
+    def run(plan):
+        if plan:
+            os.environ["MLSTM_CPU_PLAN"] = plan
+        else:
+            os.environ.pop("MLSTM_CPU_PLAN", None)
+        if blas_threads[0]:
+            time.sleep(SETTLE_S)
+        started = time.perf_counter()
+        for _ in range(count[plan]):
+            detail = compute(X, H0, C0, W, R, b, options).detail
+        elapsed = (time.perf_counter() - started) / count[plan]
+        blas_threads[0] = "loop=compiled (serial)" in detail or "loop=compiled (serial, gate" in detail
+        if plan is None:
+            details.append(detail)
+        return elapsed
 
     try:
-        median, first = median_time(run, repeats)
+        first = run(None)  # the automatic plan's first run measures the candidates
+        for plan in configs:
+            count[plan] = max(1, int(0.02 / max(run(plan), 1e-6)))  # warm-up, and sizes a sample
+        for _ in range(repeats):
+            for plan in configs:
+                times[plan].append(run(plan))
     finally:
         os.environ.pop("MLSTM_CPU_PLAN", None)
     how = details[0].split("plan=", 1)[-1].split(" blas=", 1)[0]  # e.g. measured (µs/step: ...)
-    return median, first, details[-1], how
+    return {plan: statistics.median(t) for plan, t in times.items()}, first, details[-1], how
 
 
 def bench_torch(args, repeats, threads):
@@ -262,8 +284,9 @@ def main():
                 idle = wait_for_idle(opts.wait_idle)
                 row["idle_before"] = idle
                 lines.append(f"<!-- {C},{H},{B},{T} {dtype_name}: {100 * (idle or 0):.0f}% idle before -->")
-            row["auto"], row["auto_first"], row["auto_detail"], row["auto_how"] = bench_mlstm(args, opts.repeats)
-            row["forced"] = {p: bench_mlstm(args, opts.repeats, p)[0] for p in forced}
+            medians, row["auto_first"], row["auto_detail"], row["auto_how"] = bench_mlstm(args, opts.repeats, forced)
+            row["auto"] = medians.pop(None)
+            row["forced"] = medians
             try:
                 row["torch"] = bench_torch(args, opts.repeats, opts.threads)
             except ImportError:
