@@ -183,25 +183,25 @@ def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | Non
     (estimated from a trial on its first steps), or None when the plan could not run or its
     warm-up says it would take more than 4 times ``budget``, CUT_OFF times the fastest so far (a plan
     that crawls on a loaded machine costs the measurement little). Each plan is tried
-    TRIAL_ROUNDS times, the order reversed each round but for the BLAS-threaded one, always
-    last; after ALL_ROUNDS rounds, a plan RETRY_WITHIN of the fastest or slower is not tried
+    TRIAL_ROUNDS times, the order reversed each round, the BLAS-threaded one after all the
+    others; after ALL_ROUNDS rounds, a plan RETRY_WITHIN of the fastest or slower is not tried
     again. (The first round also warms the cores up: on a virtual machine whose second core was
     idle, threaded plans ran at half speed for the first ~0.1 s.)
     """
     best = [math.inf] * len(plans)
     # The BLAS's own threads spin for a while (OpenBLAS: ~0.1 s) after each threaded call, taking
-    # cores from whatever runs next: the plan that uses them goes last in each round, so every
-    # other plan gets a round without them.
+    # cores from whatever runs next: the plan that uses them has its trials after all the others.
     own = [i for i, p in enumerate(plans) if p.kind != "serial"]
     blas = [i for i, p in enumerate(plans) if p.kind == "serial"]
-    for round_ in range(TRIAL_ROUNDS):
-        for i in (own if round_ % 2 == 0 else own[::-1]) + blas:
-            fastest = min(best)
-            if round_ >= ALL_ROUNDS and best[i] > fastest * RETRY_WITHIN:
-                continue
-            seconds = trial(plans[i], None if math.isinf(fastest) else fastest * CUT_OFF)
-            if seconds is not None:
-                best[i] = min(best[i], seconds)
+    schedule = [(r, i) for r in range(TRIAL_ROUNDS) for i in (own if r % 2 == 0 else own[::-1])]
+    schedule += [(r, i) for r in range(TRIAL_ROUNDS) for i in blas]
+    for round_, i in schedule:
+        fastest = min(best)
+        if round_ >= ALL_ROUNDS and best[i] > fastest * RETRY_WITHIN:
+            continue
+        seconds = trial(plans[i], None if math.isinf(fastest) else fastest * CUT_OFF)
+        if seconds is not None:
+            best[i] = min(best[i], seconds)
     fastest = min(best)
     if math.isinf(fastest):
         return Plan("serial", 1, "measured", "no candidate ran")
