@@ -27,6 +27,7 @@ every later run of that class uses it, and gives the same bits. Smaller runs fol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -294,21 +295,24 @@ def _write(path: str, key: str, plan: Plan) -> None:
         "threads": plan.threads,
         "measured": time.strftime("%Y-%m-%d"),
         "why": plan.timings,
+        "load average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     while len(plans) > CACHE_MAX_ENTRIES:
         plans.pop(next(iter(plans)))
     data = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "plans": plans}
+    directory = os.path.dirname(os.path.abspath(path))
     try:
-        directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=directory, prefix=".cpu-plans-", delete=False) as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(fh.name, path)  # readers see the old file or the new one, never half of one
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".cpu-plans-", suffix=".json")
     except OSError:
-        try:
-            os.unlink(fh.name)
-        except (OSError, NameError):
-            pass
+        return  # not writable: the plan stays this process's
+    try:
+        with os.fdopen(handle, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(temporary, path)  # readers see the old file or the new one, never half of one
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def forget() -> None:
