@@ -1,13 +1,19 @@
-"""CPU benchmark: mlstm's NumPy engine vs torch.nn.LSTM (CPU) and ONNX Runtime's LSTM, in one run.
+"""CPU benchmark: mlstm's NumPy engine (its automatic plan and each forced plan) vs torch.nn.LSTM
+(CPU) and ONNX Runtime's LSTM, in one run, on this machine.
 
     pip install '.[bench]' torch      # torch: the CPU build (see the README)
-    python benchmarks/bench_cpu.py [--repeats 7] [--shapes small] [--json out.json]
+    python benchmarks/bench_cpu.py [--repeats 7] [--shapes small] [--wait-idle 0.9] [--markdown out.md]
 
 Times the whole computation on canonical in-memory arrays (no file I/O), the median of
---repeats runs after one warm-up, each peer with the same inputs and thread count. ONNX
-Runtime's LSTM has no float64 kernel, so it is float32 only. The "GEMM ceiling" is one
-large matmul with the same FLOPs as the LSTM's GEMMs, (T*B, C+H) @ (C+H, 4H): how fast the
-arithmetic alone could go on this machine's BLAS.
+--repeats runs after one warm-up, each peer with the same inputs and thread count. "auto" is
+mlstm's own choice: its first run measures the candidate plans (on a plan file of this run
+only, so nothing measured earlier counts) and that first run's time is shown too; the forced
+plans are MLSTM_CPU_PLAN=serial|single|batch|units, timed interleaved with "auto" (each round
+runs every one once), so that a change in load hits them alike. ONNX Runtime's LSTM has no float64 kernel,
+so it is float32 only. The "GEMM ceiling" is one large matmul with the same FLOPs as the LSTM's
+GEMMs, (T*B, C+H) @ (C+H, 4H): how fast the arithmetic alone could go on this machine's BLAS.
+The header names the CPU, its vector instructions, the versions and the load average before
+and after: read the numbers with it (RESULTS.md keeps one section per machine).
 """
 
 from __future__ import annotations
@@ -18,26 +24,36 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mlstm import lstm  # noqa: E402
+from mlstm.api import compute  # noqa: E402
+from mlstm.engines import cpu_plans, numpy_engine  # noqa: E402
+from mlstm.errors import MlstmError  # noqa: E402
 from mlstm.foreign import onnx_model  # noqa: E402
+from mlstm.options import parse_options  # noqa: E402
 
 SHAPES = [(10, 3, 32, 64), (64, 128, 32, 256), (256, 512, 64, 128), (128, 256, 1, 4096), (40, 64, 256, 1000)]
+PLANS = ("serial", "single", "batch", "units")
+ISA_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx2", "fma", "avx", "sse4_2", "asimd", "sve")
+SETTLE_S = 0.3  # before each configuration: OpenBLAS's threads spin ~0.1 s after a threaded call
 
 
 def median_time(fn, repeats):
+    time.sleep(SETTLE_S)
+    t = time.perf_counter()
     fn()  # warm-up
+    first = time.perf_counter() - t
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(times), first
 
 
 def problem(C, H, B, T, dtype):
@@ -50,9 +66,47 @@ def problem(C, H, B, T, dtype):
     return X, H0, H0.copy(), W, R, b
 
 
-def bench_mlstm(args, repeats):
+def bench_mlstm(args, repeats, plans):
+    """mlstm's own choice (plan None) and each forced plan, interleaved (a round times each once,
+    so a change in the machine's load hits them alike; a run under 20 ms is repeated within its
+    sample and averaged): {plan: median s}, the first run's seconds, what the automatic plan ran,
+    and how its first run chose it. After a run with OpenBLAS's own threads, a pause lets them
+    stop spinning."""
     X, H0, C0, W, R, b = args
-    return median_time(lambda: lstm(X, H0, C0, W, R, b, DataFormat="TBC"), repeats)
+    options = parse_options([("DataFormat", "TBC")])  # what mlstm.lstm does, keeping the Result
+    configs = [None, *plans]
+    times: dict = {plan: [] for plan in configs}
+    details = []
+    count = {plan: 1 for plan in configs}
+    blas_threads = [False]
+
+    def run(plan):
+        if plan:
+            os.environ["MLSTM_CPU_PLAN"] = plan
+        else:
+            os.environ.pop("MLSTM_CPU_PLAN", None)
+        if blas_threads[0]:
+            time.sleep(SETTLE_S)
+        started = time.perf_counter()
+        for _ in range(count[plan]):
+            detail = compute(X, H0, C0, W, R, b, options).detail
+        elapsed = (time.perf_counter() - started) / count[plan]
+        blas_threads[0] = "loop=compiled (serial)" in detail or "loop=compiled (serial, gate" in detail
+        if plan is None:
+            details.append(detail)
+        return elapsed
+
+    try:
+        first = run(None)  # the automatic plan's first run measures the candidates
+        for plan in configs:
+            count[plan] = max(1, int(0.02 / max(run(plan), 1e-6)))  # warm-up, and sizes a sample
+        for _ in range(repeats):
+            for plan in configs:
+                times[plan].append(run(plan))
+    finally:
+        os.environ.pop("MLSTM_CPU_PLAN", None)
+    how = details[0].split("plan=", 1)[-1].split(" blas=", 1)[0]  # e.g. measured (µs/step: ...)
+    return {plan: statistics.median(t) for plan, t in times.items()}, first, details[-1], how
 
 
 def bench_torch(args, repeats, threads):
@@ -77,7 +131,7 @@ def bench_torch(args, repeats, threads):
             out, (h, c) = layer(x, state)
             out.numpy()
 
-    return median_time(run, repeats)
+    return median_time(run, repeats)[0]
 
 
 def bench_onnxruntime(args, repeats, threads):
@@ -91,7 +145,7 @@ def bench_onnxruntime(args, repeats, threads):
     model = onnx_model({"weights": W, "recurrentWeights": R, "bias": b})
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feed = {"X": X, "initial_h": H0.T[None].copy(), "initial_c": C0.T[None].copy()}
-    return median_time(lambda: session.run(None, feed), repeats)
+    return median_time(lambda: session.run(None, feed), repeats)[0]
 
 
 def bench_gemm(C, H, B, T, dtype, repeats):
@@ -99,7 +153,7 @@ def bench_gemm(C, H, B, T, dtype, repeats):
     a = rng.standard_normal((T * B, C + H)).astype(dtype)
     w = rng.standard_normal((C + H, 4 * H)).astype(dtype)
     out = np.empty((T * B, 4 * H), dtype)
-    return median_time(lambda: np.matmul(a, w, out=out), repeats)
+    return median_time(lambda: np.matmul(a, w, out=out), repeats)[0]
 
 
 def versions():
@@ -111,50 +165,128 @@ def versions():
             v[mod] = __import__(mod).__version__
         except ImportError:
             v[mod] = None
-    try:
-        from threadpoolctl import threadpool_info
-
-        v["blas"] = sorted(
-            {f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)" for i in threadpool_info()}
-        )
-    except ImportError:
-        pass
+    loops = numpy_engine.compiled_loop()
+    v["mlstm loop"] = (
+        f"compiled, {loops[np.dtype(np.float32)].blas_description()}"
+        if loops
+        else f"numpy ({numpy_engine.compiled_loop_unavailable_reason()})"
+    )
     return v
 
 
-def machine():
-    model = platform.processor()
+def cpu_flags() -> list[str]:
     try:
         with open("/proc/cpuinfo") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+            line = next(line for line in fh if line.startswith(("flags", "Features")))
     except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}"
+        return []
+    present = set(line.split(":", 1)[1].split())
+    return [f for f in ISA_FLAGS if f in present]
+
+
+def machine():
+    return (
+        f"{cpu_plans.cpu_model()} ({', '.join(cpu_flags()) or 'flags unknown'}), "
+        f"{cpu_plans.cores()} usable logical CPUs of {os.cpu_count()}, {platform.system()} {platform.machine()}"
+    )
+
+
+def load() -> str:
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
+def wait_for_load(limit: float, most_s: float = 600.0, every_s: float = 20.0) -> None:
+    """Until the 1-minute load average is under ``limit`` (at most ``most_s``)."""
+    waited = 0.0
+    while os.getloadavg()[0] >= limit and waited < most_s:
+        print(f"# load {load()}: waiting for the 1-minute load to fall under {limit}", flush=True)
+        time.sleep(every_s)
+        waited += every_s
+
+
+def idle_fraction(window: float = 2.0) -> float | None:
+    """Share of the CPUs' time spent idle over ``window`` seconds (this process sleeps meanwhile,
+    so it is the rest of the machine: what the load average, which counts us too, cannot say)."""
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as fh:
+                values = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return values[3] + values[4], sum(values[:8])  # idle + iowait, total (no guest time)
+
+    first = sample()
+    time.sleep(window)
+    second = sample()
+    if first is None or second is None or second[1] == first[1]:
+        return None
+    return (second[0] - first[0]) / (second[1] - first[1])
+
+
+def wait_for_idle(least: float, most_s: float = 600.0) -> float | None:
+    """Until the machine is at least ``least`` idle over 2 s (at most ``most_s``); the last share."""
+    waited, idle = 0.0, idle_fraction()
+    while idle is not None and idle < least and waited < most_s:
+        print(f"# {100 * idle:.0f}% idle: waiting for {100 * least:.0f}%", flush=True)
+        time.sleep(8.0)
+        waited += 10.0
+        idle = idle_fraction()
+    return idle
+
+
+def ms(x):
+    return "-" if x is None else f"{1e3 * x:.2f}"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, default=cpu_plans.cores())
     parser.add_argument("--shapes", choices=["all", "small"], default="all")
     parser.add_argument("--dtypes", default="float32,float64")
-    parser.add_argument("--json", help="Also write the rows as JSON here.")
-    opts = parser.parse_args()
-    shapes = SHAPES if opts.shapes == "all" else SHAPES[:2]
-    rows = []
-    print(f"# machine: {machine()}\n# versions: {json.dumps(versions())}\n# median of {opts.repeats} runs")
-    print(
-        "| dtype | C,H,B,T | mlstm ms | µs/step | GFLOP/s | torch ms | ONNX RT ms | GEMM ceiling ms "
-        "| mlstm/torch | mlstm/ORT | mlstm/ceiling |"
+    parser.add_argument("--no-forced", action="store_true", help="Skip the forced plans.")
+    parser.add_argument(
+        "--wait-load", type=float, help="First wait (up to 10 min) for the 1-minute load to fall under this."
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        help="Before each shape, wait (up to 10 min) until the machine is this idle (0-1) over 2 s.",
+    )
+    parser.add_argument("--json", help="Also write the rows as JSON here.")
+    parser.add_argument("--markdown", help="Also write the header and the table here (Markdown).")
+    opts = parser.parse_args()
+    if opts.wait_load:
+        wait_for_load(opts.wait_load)
+    os.environ["MLSTM_CPU_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="mlstm-bench-"), "cpu-plans.json")
+    shapes = SHAPES if opts.shapes == "all" else SHAPES[:2]
+    forced = () if opts.no_forced else PLANS
+    lines = [
+        f"# machine: {machine()}",
+        f"# versions: {json.dumps(versions())}",
+        f"# median of {opts.repeats} runs after a warm-up; {opts.threads} threads for every peer",
+        f"# load average before: {load()}",
+        "",
+        "| dtype | C,H,B,T | auto ms | auto plan | first run ms | "
+        + "".join(f"{p} ms | " for p in forced)
+        + "auto/best forced | torch ms | ONNX RT ms | GEMM ceiling ms | auto/torch | auto/ORT |",
+        "|---|---|---|---|---|" + "---|" * len(forced) + "---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    rows = []
     for dtype_name in opts.dtypes.split(","):
         dtype = np.dtype(dtype_name)
         for C, H, B, T in shapes:
             args = problem(C, H, B, T, dtype)
-            flops = 2.0 * T * B * 4 * H * (C + H)
             row = {"dtype": dtype_name, "C": C, "H": H, "B": B, "T": T}
-            row["mlstm"] = bench_mlstm(args, opts.repeats)
+            if opts.wait_idle:
+                idle = wait_for_idle(opts.wait_idle)
+                row["idle_before"] = idle
+                lines.append(f"<!-- {C},{H},{B},{T} {dtype_name}: {100 * (idle or 0):.0f}% idle before -->")
+            medians, row["auto_first"], row["auto_detail"], row["auto_how"] = bench_mlstm(args, opts.repeats, forced)
+            row["auto"] = medians.pop(None)
+            row["forced"] = medians
             try:
                 row["torch"] = bench_torch(args, opts.repeats, opts.threads)
             except ImportError:
@@ -163,31 +295,46 @@ def main():
             if dtype == np.float32:
                 try:
                     row["onnxruntime"] = bench_onnxruntime(args, opts.repeats, opts.threads)
-                except ImportError:
+                except (ImportError, MlstmError):  # onnxruntime, or onnx (the model), not installed
                     pass
             row["gemm_ceiling"] = bench_gemm(C, H, B, T, dtype, opts.repeats)
-            row["gflops"] = flops / row["mlstm"] / 1e9
             rows.append(row)
+            plan = row["auto_detail"].split("(", 1)[-1].split(")", 1)[0]
+            how = row["auto_how"].split(" ", 1)[0]
+            best = min(row["forced"].values()) if forced else None
 
-            def ms(x):
-                return "-" if x is None else f"{1e3 * x:.2f}"
+            def ratio(x, mine=row["auto"]):
+                return "-" if not x else f"{mine / x:.2f}"
 
-            def ratio(x, mine=row["mlstm"]):
-                return "-" if x is None else f"{mine / x:.2f}"
-
-            print(
-                f"| {dtype_name} | {C},{H},{B},{T} | {ms(row['mlstm'])} | {1e6 * row['mlstm'] / T:.1f} | "
-                f"{row['gflops']:.1f} | {ms(row['torch'])} | {ms(row['onnxruntime'])} | {ms(row['gemm_ceiling'])} | "
-                f"{ratio(row['torch'])} | {ratio(row['onnxruntime'])} | {ratio(row['gemm_ceiling'])} |",
-                flush=True,
+            line = (
+                f"| {dtype_name} | {C},{H},{B},{T} | {ms(row['auto'])} | {plan} ({how}) | {ms(row['auto_first'])} | "
+                + "".join(f"{ms(row['forced'][p])} | " for p in forced)
+                + f"{ratio(best)} | {ms(row['torch'])} | {ms(row['onnxruntime'])} | {ms(row['gemm_ceiling'])} | "
+                + f"{ratio(row['torch'])} | {ratio(row['onnxruntime'])} |"
             )
+            lines.append(line)
+            print(line, flush=True)
+    summary = [f"# load average after: {load()}"]
+    summary += [
+        f"# {r['dtype']} {r['C']},{r['H']},{r['B']},{r['T']}: {r['auto_how']}" for r in rows if "(" in r["auto_how"]
+    ]
     for dtype_name in opts.dtypes.split(","):
         sel = [r for r in rows if r["dtype"] == dtype_name]
         for peer in ("torch", "onnxruntime"):
-            ratios = [r["mlstm"] / r[peer] for r in sel if r[peer]]
+            ratios = [r["auto"] / r[peer] for r in sel if r[peer]]
             if ratios:
                 geo = float(np.exp(np.mean(np.log(ratios))))
-                print(f"# {dtype_name}: geometric-mean time ratio mlstm/{peer} = {geo:.2f} over {len(ratios)} shapes")
+                summary.append(
+                    f"# {dtype_name}: geometric-mean time ratio mlstm/{peer} = {geo:.2f} over {len(ratios)} shapes"
+                )
+        if forced:
+            worst = max(r["auto"] / min(r["forced"].values()) for r in sel)
+            summary.append(f"# {dtype_name}: auto plan vs the best forced plan, worst shape: {worst:.2f}x")
+    print("\n".join(summary))
+    lines += [""] + summary
+    if opts.markdown:
+        with open(opts.markdown, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
     if opts.json:
         with open(opts.json, "w") as fh:
             json.dump({"machine": machine(), "versions": versions(), "rows": rows}, fh, indent=1)

@@ -26,6 +26,14 @@ def _signal_handlers_restored():
     signals.received = 0
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cpu_plan_cache(tmp_path_factory):
+    """Measured CPU plans go to a file of this session (and its subprocesses), not ~/.cache."""
+    if "MLSTM_CPU_CACHE" not in os.environ:
+        os.environ["MLSTM_CPU_CACHE"] = str(tmp_path_factory.mktemp("cpu-plans") / "cpu-plans.json")
+    yield
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

@@ -10,15 +10,43 @@
  * plain SSE2 code at run time. No -ffast-math: NaN and Inf propagate as docs/BEHAVIOUR.md §1 asks.
  *
  * Built by setup.py as an optional extension; when it is missing the engine runs its NumPy loop.
+ *
+ * The boundary with Python (mlstm/engines/cpu_loop.py): every exported loop is declared with
+ * MLSTM_EXPORT, which also exports its prototype as text (<name>_signature); the Python side
+ * builds its ctypes signature from that text and checks every array against it (dtype from the
+ * C type, shape, C order, writability), so the two cannot drift apart. BLAS takes 32-bit ints:
+ * each loop returns MLSTM_BAD_ARGUMENT, before touching memory, when a dimension it would pass
+ * does not fit (the Python side checks first and says which one).
  */
 #define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include <Python.h> /* first: it defines _GNU_SOURCE, which syscall() needs */
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+/* An exported loop and its prototype as text, read by the Python side to type its calls. */
+#define MLSTM_EXPORT(RET, NAME, PARAMS)                      \
+    const char *const NAME##_signature = #RET " " #NAME #PARAMS; \
+    RET NAME PARAMS
+
+#define MLSTM_BAD_ARGUMENT (-2) /* a dimension past the BLAS's int, or a block of no steps */
+
+/* The BLAS interface takes int: rows (4H), In and cols (steps * B per call, steps <= block) must fit. */
+static int blas_dims_fit(long B, long In, long H, long block) {
+    if (B < 0 || In < 0 || H < 0 || block < 1) return 0;
+    if (H > INT_MAX / 4 || In > INT_MAX || B > INT_MAX) return 0;
+    return B == 0 || block <= INT_MAX / B;
+}
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define MLSTM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -212,9 +240,11 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
  * two BLAS copies). Row-major arrays: x (T, B, In), w (4H, In), bias (4H), r (4H, H),
  * h0 (B, H), c (B, H) in/out, y (T, B, H). gemm: BLAS sgemm/dgemm (Fortran interface). */
 #define DEFINE_RUN(NAME, REAL, GEMM_T, GEMV_T)                                                              \
-    int mlstm_run_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias,    \
-                         const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int gate,  \
-                         int state, void *gemm_ptr, void *gemv_ptr, const int *stop) {                      \
+    MLSTM_EXPORT(int, mlstm_run_##NAME,                                                                      \
+                 (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
+                  const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int gate, int state, void *gemm_ptr, \
+                  void *gemv_ptr, const int *stop)) {                                                              \
+        if (!blas_dims_fit(B, In, H, block)) return MLSTM_BAD_ARGUMENT;                                     \
         GEMM_T gemm = (GEMM_T)gemm_ptr;                                                                     \
         GEMV_T gemv = (GEMV_T)gemv_ptr;                                                                     \
         const int inc = 1;                                                                                  \
@@ -290,9 +320,11 @@ DEFINE_RUN(f64, double, dgemm_fn, dgemv_fn)
             default: NAME##_cells_gm_impl(z, ldz, cT, hT, B, H, 1, 2); break;                               \
         }                                                                                                   \
     }                                                                                                       \
-    int mlstm_run_gm_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, \
-                            const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block,        \
-                            REAL *state_buf, int gate, int state, void *gemm_ptr, const int *stop) {        \
+    MLSTM_EXPORT(int, mlstm_run_gm_##NAME,                                                                   \
+                 (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
+                  const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, REAL *state_buf, int gate, int state, \
+                  void *gemm_ptr, const int *stop)) {                                                              \
+        if (!blas_dims_fit(B, In, H, block)) return MLSTM_BAD_ARGUMENT;                                     \
         GEMM_T gemm = (GEMM_T)gemm_ptr;                                                                     \
         const int m4 = (int)(4 * H), nb = (int)B, k = (int)H, kin = (int)In;                                \
         const REAL one = 1;                                                                                 \
@@ -383,12 +415,13 @@ typedef int (*set_threads_fn)(int);
         }                                                                                                   \
         return NULL;                                                                                        \
     }                                                                                                       \
-    /* zbuf: (B, 4H), one row block per worker. Returns 0, or -1 when a thread could not start (the     \
+    /* zbuf: (B, 4H), one row block per worker. Returns 0; 1 when stopped; -1 when out of memory (the \
      * caller then runs the serial loop: nothing has been written that it does not overwrite). */          \
-    int mlstm_run_parallel_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w,             \
-                                  const REAL *bias, const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, \
-                                  int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr,      \
-                                  const int *stop) {                                                        \
+    MLSTM_EXPORT(int, mlstm_run_parallel_##NAME,                                                             \
+                 (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
+                  const REAL *h0, REAL *c, REAL *y, REAL *zbuf, int nthreads, int gate, int state, void *gemm_ptr, \
+                  void *set_threads_ptr, const int *stop)) {                                                     \
+        if (!blas_dims_fit(B, In, H, 1)) return MLSTM_BAD_ARGUMENT;                                         \
         if (nthreads > B) nthreads = (int)B;                                                                \
         if (nthreads < 1) nthreads = 1;                                                                     \
         NAME##_job *jobs = (NAME##_job *)calloc((size_t)nthreads, sizeof(NAME##_job));                     \
@@ -398,7 +431,6 @@ typedef int (*set_threads_fn)(int);
             free(threads);                                                                                  \
             return -1;                                                                                      \
         }                                                                                                   \
-        int started = 0, failed = 0;                                                                        \
         for (int i = 0; i < nthreads; ++i) {                                                                \
             NAME##_job *j = &jobs[i];                                                                       \
             j->T = T; j->B = B; j->In = In; j->H = H;                                                       \
@@ -408,16 +440,18 @@ typedef int (*set_threads_fn)(int);
             j->gate = gate; j->state = state; j->gemm = (GEMM_T)gemm_ptr;                                   \
             j->set_threads = (set_threads_fn)set_threads_ptr; j->stop = stop;                               \
         }                                                                                                   \
-        /* Every slice on a new thread, none on the caller's: the per-thread BLAS setting must not      \
-         * stick to the calling thread (OpenBLAS keeps it per thread, for the thread's life). */        \
-        for (int i = 0; i < nthreads; ++i) {                                                                \
-            if (pthread_create(&threads[i], NULL, NAME##_worker, &jobs[i]) != 0) { failed = 1; break; }     \
-            started = i + 1;                                                                                \
-        }                                                                                                   \
-        for (int i = 0; i < started; ++i) pthread_join(threads[i], NULL);                                   \
+        /* The caller runs slice 0 (a new thread then lands on another core at once), and the slice of \
+         * any thread that could not be created: slices are independent. The BLAS's thread count that \
+         * the workers set is the caller's to restore (OpenBLAS's "local" setting is global here). */ \
+        int started = 1;                                                                                    \
+        for (; started < nthreads; ++started)                                                               \
+            if (pthread_create(&threads[started], NULL, NAME##_worker, &jobs[started]) != 0) break;         \
+        NAME##_worker(&jobs[0]);                                                                            \
+        for (int i = started; i < nthreads; ++i) NAME##_worker(&jobs[i]);                                   \
+        for (int i = 1; i < started; ++i) pthread_join(threads[i], NULL);                                   \
         free(jobs);                                                                                         \
         free(threads);                                                                                      \
-        return failed ? -1 : STOP_REQUESTED(stop) ? 1 : 0;                                                  \
+        return STOP_REQUESTED(stop) ? 1 : 0;                                                                \
     }
 
 DEFINE_PARALLEL(f32, float, sgemm_fn)
@@ -425,113 +459,266 @@ DEFINE_PARALLEL(f64, double, dgemm_fn)
 
 /* ---------------------------------------------------------------- unit-split time loop (exported) */
 
-/* For few observations and many hidden units, the hidden units are split across threads
- * instead: thread k owns units [j0, j1) and the rows of W, R and b that feed them (the caller
- * permutes those rows so that each thread's i, f, g, o blocks are contiguous: rows 4*j0 ..
- * 4*j1 of w, r, bias, in the order i, f, g, o of its own units). Each step, every thread
- * computes its units' gates from the whole h_{t-1} and writes its part of h_t into Y; a spin
- * barrier then makes h_t whole before the next step. Each thread keeps its slice of R hot in
- * its own cache. Workers run single-threaded BLAS (set_threads), on spawned threads only. */
-typedef struct {
-    int count, sense, n;
-    const int *stop; /* the caller's stop request, read by the last thread to arrive ... */
-    int stop_now;    /* ... and published with the release, so every thread takes the same decision */
-} mlstm_barrier;
-
-static void barrier_wait(mlstm_barrier *b, int *local_sense) {
-    const int sense = !*local_sense;
-    *local_sense = sense;
-    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
-        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&b->stop_now, STOP_REQUESTED(b->stop), __ATOMIC_RELAXED);
-        __atomic_store_n(&b->sense, sense, __ATOMIC_RELEASE);
-        return;
-    }
-    for (long spins = 0; __atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != sense; ++spins) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
+/* For few observations and many hidden units, the hidden units are split into slices instead:
+ * slice k holds units [j0, j1) and the rows of W, R and b that feed them (the caller permutes
+ * those rows so that each slice's i, f, g, o blocks are contiguous: rows 4*j0 .. 4*j1 of w, r,
+ * bias, in the order i, f, g, o of its own units). Each step, a slice's gates come from the whole
+ * h_{t-1}, and its part of h_t goes into Y; h_t is whole when every slice is done.
+ *
+ * One slice per thread, and each thread computes its own slice first (keeping its part of R hot
+ * in its own cache); but slices are claimed, not owned: a thread done with its slice takes any
+ * slice of the same step nobody has started. So a thread the OS has descheduled (another
+ * process on its core) does not stall the others: they do its work, at the speed of one thread,
+ * and it joins again when it runs. A slice is the same BLAS call and the same cell pass whoever
+ * computes it, so the result does not depend on who did what.
+ *
+ * A thread with nothing left to claim waits for the step to end: it spins for about
+ * SPIN_BEFORE_SLEEP_NS (a partner that is running finishes within microseconds), then sleeps
+ * in the kernel (a futex on Linux, else sched_yield) until the thread that finishes the step
+ * wakes it: a descheduled partner costs a wake-up, never a time slice of spinning (the idea of
+ * OpenMP's KMP_BLOCKTIME). One stall remains: a thread descheduled in the middle of its slice
+ * holds up the step until it runs again (a time slice of the other process). So a thread that
+ * finds one of its slices took far longer than its fastest (it was descheduled) stands aside for
+ * a while, BACKOFF_MIN_NS at first, doubling while it keeps happening, up to BACKOFF_MAX_NS,
+ * while the others carry on; at least one thread always works. Workers run single-threaded
+ * BLAS (set_threads), on spawned threads. */
+#ifndef SPIN_BEFORE_SLEEP_NS
+#define SPIN_BEFORE_SLEEP_NS 50000L
 #endif
-        if (spins > 20000) sched_yield(); /* a descheduled partner: stop burning a core (4000 was slower at B = 1) */
+#define BACKOFF_MIN_NS 2000000L   /* 2 ms */
+#define BACKOFF_MAX_NS 128000000L /* 128 ms */
+#define DESCHEDULED_NS 200000L    /* a slice this much slower than the fastest: the thread was descheduled */
+
+/* Standing aside is remembered across runs (a busy neighbour usually stays a while). */
+static long backoff_ns = 0, last_backoff_at = 0;
+
+typedef struct {
+    long T, block; /* steps, and steps per input-projection block */
+    int n;         /* slices (= threads) */
+    long step;     /* the step being computed; the thread finishing its last slice advances it */
+    int seq;       /* (int)step, the word sleepers wait on */
+    int done;      /* slices of this step finished */
+    int sleepers;  /* threads asleep (or about to be) on seq */
+    int active;    /* threads not standing aside */
+    int ended;     /* 1 once the last step is done: wakes threads standing aside */
+    const int *stop; /* the caller's stop request, read by the thread finishing a step ... */
+    int stop_now;    /* ... and published with the next step, so every thread stops after the same one */
+    long claimed[MLSTM_MAX_UNIT_THREADS]; /* per slice: the last step it was claimed for */
+} mlstm_steps;
+
+static long monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static void futex_sleep(int *word, int value) { /* returns at once when *word != value */
+#if defined(__linux__) && defined(SYS_futex)
+    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+#else
+    (void)word;
+    (void)value;
+    sched_yield();
+#endif
+}
+
+static void futex_wake_all(int *word) {
+#if defined(__linux__) && defined(SYS_futex)
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)word;
+#endif
+}
+
+/* Claim slice k for step t (it was last claimed for t - 1: nobody has started it this step). */
+static int claim_slice(mlstm_steps *s, int k, long t) {
+    long expected = t - 1;
+    return __atomic_compare_exchange_n(&s->claimed[k], &expected, t, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
+/* A slice of step t is done; the thread finishing the last one starts step t + 1. */
+static void slice_done(mlstm_steps *s, long t) {
+    if (__atomic_add_fetch(&s->done, 1, __ATOMIC_ACQ_REL) != s->n) return;
+    __atomic_store_n(&s->done, 0, __ATOMIC_RELAXED);
+    long next = t + 1;
+    if (STOP_REQUESTED(s->stop) && next < s->T) {
+        __atomic_store_n(&s->stop_now, 1, __ATOMIC_RELAXED);
+        next = s->T;
+    }
+    /* Sequentially consistent with the sleepers' count: either a sleeper sees the new step
+     * before it sleeps, or this thread sees it counted and wakes it. */
+    __atomic_store_n(&s->step, next, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->seq, (int)next, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&s->sleepers, __ATOMIC_SEQ_CST) > 0) futex_wake_all(&s->seq);
+    if (next >= s->T) {
+        __atomic_store_n(&s->ended, 1, __ATOMIC_SEQ_CST);
+        futex_wake_all(&s->ended);
     }
 }
 
-#define DEFINE_UNIT_SPLIT(NAME, REAL, GEMM_T)                                                               \
+/* This thread was descheduled in the middle of a slice: stand aside for a while (see above),
+ * unless it is the only one working. */
+static void stand_aside(mlstm_steps *s) {
+    int active = __atomic_load_n(&s->active, __ATOMIC_RELAXED);
+    do {
+        if (active <= 1) return;
+    } while (!__atomic_compare_exchange_n(&s->active, &active, active - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    const long now = monotonic_ns();
+    long wait = __atomic_load_n(&backoff_ns, __ATOMIC_RELAXED);
+    const long last = __atomic_load_n(&last_backoff_at, __ATOMIC_RELAXED);
+    wait = wait > 0 && now - last < 8 * wait ? 2 * wait : BACKOFF_MIN_NS; /* again soon after: longer */
+    if (wait > BACKOFF_MAX_NS) wait = BACKOFF_MAX_NS;
+    __atomic_store_n(&backoff_ns, wait, __ATOMIC_RELAXED);
+    __atomic_store_n(&last_backoff_at, now + wait, __ATOMIC_RELAXED);
+    const long until = now + wait;
+    for (long left = wait; left > 0 && !__atomic_load_n(&s->ended, __ATOMIC_ACQUIRE); left = until - monotonic_ns()) {
+#if defined(__linux__) && defined(SYS_futex)
+        struct timespec ts = {left / 1000000000L, left % 1000000000L};
+        syscall(SYS_futex, &s->ended, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+#else
+        struct timespec ts = {0, left < 1000000L ? left : 1000000L};
+        nanosleep(&ts, NULL);
+#endif
+    }
+    __atomic_add_fetch(&s->active, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Wait until step t is over: spin briefly, then sleep. */
+static void wait_for_step(mlstm_steps *s, long t) {
+    long deadline = 0;
+    for (unsigned spins = 0; __atomic_load_n(&s->step, __ATOMIC_ACQUIRE) == t; ++spins) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if ((spins & 63) != 63) continue; /* the clock, every 64 pauses */
+        const long now = monotonic_ns();
+        if (deadline == 0) {
+            deadline = now + SPIN_BEFORE_SLEEP_NS;
+        } else if (now > deadline) {
+            __atomic_add_fetch(&s->sleepers, 1, __ATOMIC_SEQ_CST);
+            while (__atomic_load_n(&s->step, __ATOMIC_SEQ_CST) == t) futex_sleep(&s->seq, (int)t);
+            __atomic_sub_fetch(&s->sleepers, 1, __ATOMIC_SEQ_CST);
+            return;
+        }
+    }
+}
+
+#define DEFINE_UNIT_SPLIT(NAME, REAL, GEMM_T, GEMV_T)                                                       \
     typedef struct {                                                                                        \
-        long T, B, In, H, j0, j1, block;                                                                    \
+        long T, B, In, H;                                                                                   \
+        long j0[MLSTM_MAX_UNIT_THREADS + 1]; /* slice k: units j0[k] .. j0[k+1] */                        \
         const REAL *x, *w, *bias, *r, *h0;                                                                  \
-        REAL *c, *y, *z;                                                                                    \
+        REAL *c, *y, *zbuf;                                                                                 \
         int gate, state;                                                                                    \
         GEMM_T gemm;                                                                                        \
+        GEMV_T gemv; /* for one observation: z += R_k h as a matrix-vector product (gemm would pack R_k) */ \
         set_threads_fn set_threads;                                                                         \
-        mlstm_barrier *barrier;                                                                             \
-        int *go; /* 0: wait until every thread exists, 1: run, -1: give up (a thread failed to start) */    \
+        mlstm_steps *steps;                                                                                 \
+    } NAME##_unit_run;                                                                                      \
+    typedef struct {                                                                                        \
+        NAME##_unit_run *run;                                                                               \
+        int own; /* the slice this thread tries first */                                                    \
     } NAME##_unit_job;                                                                                      \
-    static void *NAME##_unit_worker(void *arg) {                                                            \
-        NAME##_unit_job *j = (NAME##_unit_job *)arg;                                                        \
-        int go;                                                                                             \
-        while ((go = __atomic_load_n(j->go, __ATOMIC_ACQUIRE)) == 0) sched_yield();                         \
-        if (go < 0) return NULL;                                                                            \
-        if (j->set_threads) j->set_threads(1);                                                              \
-        const long B = j->B, H = j->H, In = j->In, Hk = j->j1 - j->j0;                                     \
-        const int m = (int)(4 * Hk), nb = (int)B, k = (int)H, kin = (int)In, ldz = (int)(4 * Hk);          \
+    /* Slice k of step t: at the first step of a block, its input projection for the block; then   \
+     * z += R_k h_{t-1}, and the cells of its units. */                                               \
+    static long NAME##_unit_slice(NAME##_unit_run *u, int k, long t) { /* ns of its recurrent part */     \
+        const long B = u->B, H = u->H, In = u->In, block = u->steps->block;                                \
+        const long j0 = u->j0[k], Hk = u->j0[k + 1] - j0;                                                   \
+        if (Hk == 0) return 0;                                                                              \
+        const int m = (int)(4 * Hk), nb = (int)B, kh = (int)H, kin = (int)In, ldz = (int)(4 * Hk);         \
         const REAL one = 1;                                                                                 \
-        const REAL *w = j->w + 4 * j->j0 * In, *r = j->r + 4 * j->j0 * H, *bias = j->bias + 4 * j->j0;      \
-        const REAL *h = j->h0;                                                                              \
-        int sense = 0;                                                                                      \
-        for (long start = 0; start < j->T; start += j->block) {                                             \
-            const long steps = j->T - start < j->block ? j->T - start : j->block;                           \
+        const REAL *w = u->w + 4 * j0 * In, *r = u->r + 4 * j0 * H, *bias = u->bias + 4 * j0;              \
+        const long start = t - t % block, steps = u->T - start < block ? u->T - start : block;             \
+        REAL *z = u->zbuf + block * B * 4 * j0; /* this slice's part of the gate buffer */                \
+        if (t == start) {                                                                                   \
             const int cols = (int)(steps * B);                                                              \
-            for (long col = 0; col < steps * B; ++col) memcpy(j->z + col * 4 * Hk, bias, 4 * Hk * sizeof(REAL)); \
-            if (Hk > 0 && In > 0)                                                                           \
-                j->gemm("T", "N", &m, &cols, &kin, &one, w, &kin, j->x + start * B * In, &kin, &one, j->z, &ldz); \
-            for (long t = 0; t < steps; ++t) {                                                              \
-                REAL *z = j->z + t * B * 4 * Hk;                                                            \
-                if (Hk > 0) j->gemm("T", "N", &m, &nb, &k, &one, r, &k, h, &k, &one, z, &ldz);              \
-                REAL *ht = j->y + (start + t) * B * H;                                                      \
-                for (long b = 0; b < B; ++b)                                                                \
-                    NAME##_cells(z + b * 4 * Hk, j->c + b * H + j->j0, ht + b * H + j->j0, 1, Hk, j->gate,  \
-                                 j->state);                                                                 \
-                barrier_wait(j->barrier, &sense); /* h_t is whole only when every thread wrote its part */ \
-                if (__atomic_load_n(&j->barrier->stop_now, __ATOMIC_RELAXED)) return NULL;                  \
-                h = ht;                                                                                     \
-            }                                                                                               \
+            for (long col = 0; col < steps * B; ++col) memcpy(z + col * 4 * Hk, bias, 4 * Hk * sizeof(REAL)); \
+            if (In > 0) u->gemm("T", "N", &m, &cols, &kin, &one, w, &kin, u->x + start * B * In, &kin, &one, z, &ldz); \
         }                                                                                                   \
-        return NULL;                                                                                        \
+        z += (t - start) * B * 4 * Hk;                                                                      \
+        const long began = monotonic_ns();                                                                  \
+        const REAL *h = t == 0 ? u->h0 : u->y + (t - 1) * B * H;                                            \
+        if (B == 1 && u->gemv) {                                                                            \
+            const int inc = 1;                                                                              \
+            u->gemv("T", &kh, &m, &one, r, &kh, h, &inc, &one, z, &inc);                                    \
+        } else {                                                                                            \
+            u->gemm("T", "N", &m, &nb, &kh, &one, r, &kh, h, &kh, &one, z, &ldz);                           \
+        }                                                                                                   \
+        REAL *ht = u->y + t * B * H;                                                                        \
+        for (long b = 0; b < B; ++b)                                                                        \
+            NAME##_cells(z + b * 4 * Hk, u->c + b * H + j0, ht + b * H + j0, 1, Hk, u->gate, u->state);     \
+        return monotonic_ns() - began;                                                                      \
     }                                                                                                       \
-    /* zbuf: block * B * 4H (each thread its block * B * 4Hk part). Returns 0, or -1 when threads could    \
-     * not start; then nothing has run. */                                                                \
-    int mlstm_run_units_##NAME(long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, \
-                               const REAL *r, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block,       \
-                               int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr,      \
-                               const int *stop) {                                                           \
+    static void *NAME##_unit_worker(void *arg) {                                                            \
+        NAME##_unit_job *job = (NAME##_unit_job *)arg;                                                      \
+        NAME##_unit_run *u = job->run;                                                                      \
+        mlstm_steps *s = u->steps;                                                                          \
+        if (u->set_threads) u->set_threads(1); /* the BLAS at one thread: these threads are the parallelism */ \
+        long fastest = LONG_MAX;                                                                            \
+        for (;;) {                                                                                          \
+            const long t = __atomic_load_n(&s->step, __ATOMIC_ACQUIRE);                                     \
+            if (t >= s->T) return NULL;                                                                     \
+            int descheduled = 0;                                                                            \
+            for (int i = 0; i < s->n; ++i) { /* own slice first, then any left */                          \
+                const int k = (job->own + i) % s->n;                                                        \
+                if (!claim_slice(s, k, t)) continue;                                                        \
+                const long took = NAME##_unit_slice(u, k, t);                                               \
+                slice_done(s, t);                                                                           \
+                if (took > 4 * (fastest < DESCHEDULED_NS ? fastest : DESCHEDULED_NS) + DESCHEDULED_NS) descheduled = 1; \
+                if (took < fastest) fastest = took;                                                         \
+            }                                                                                               \
+            if (descheduled) stand_aside(s);                                                                \
+            wait_for_step(s, t);                                                                            \
+        }                                                                                                   \
+    }                                                                                                       \
+    /* zbuf: block * B * 4H (slice k: its block * B * 4Hk part). Returns 0; 1 when stopped; -1 when   \
+     * nthreads does not match (then nothing has run). */                                             \
+    MLSTM_EXPORT(int, mlstm_run_units_##NAME,                                                                \
+                 (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
+                  const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int nthreads, int gate, int state,    \
+                  void *gemm_ptr, void *gemv_ptr, void *set_threads_ptr, const int *stop)) {                     \
+        if (!blas_dims_fit(B, In, H, block)) return MLSTM_BAD_ARGUMENT;                                     \
         /* The caller permuted R's rows for exactly nthreads slices: refuse (serial fallback), never  \
          * change the count here. */                                                                      \
         if (nthreads > H || nthreads < 2 || nthreads > MLSTM_MAX_UNIT_THREADS) return -1;                  \
+        mlstm_steps *s = (mlstm_steps *)calloc(1, sizeof(mlstm_steps));                                    \
+        NAME##_unit_run *u = (NAME##_unit_run *)calloc(1, sizeof(NAME##_unit_run));                        \
+        if (!s || !u) {                                                                                     \
+            free(s);                                                                                        \
+            free(u);                                                                                        \
+            return -1;                                                                                      \
+        }                                                                                                   \
+        s->T = T; s->block = block; s->n = nthreads; s->active = nthreads; s->stop = stop;                  \
+        for (int k = 0; k < nthreads; ++k) s->claimed[k] = -1;                                              \
+        u->T = T; u->B = B; u->In = In; u->H = H;                                                           \
+        for (int k = 0; k <= nthreads; ++k) u->j0[k] = H * k / nthreads;                                    \
+        u->x = x; u->w = w; u->bias = bias; u->r = r; u->h0 = h0; u->c = c; u->y = y; u->zbuf = zbuf;      \
+        u->gate = gate; u->state = state; u->gemm = (GEMM_T)gemm_ptr;                                       \
+        u->gemv = (GEMV_T)gemv_ptr;                                                                         \
+        u->set_threads = (set_threads_fn)set_threads_ptr; u->steps = s;                                     \
         NAME##_unit_job jobs[MLSTM_MAX_UNIT_THREADS];                                                       \
         pthread_t threads[MLSTM_MAX_UNIT_THREADS];                                                          \
-        mlstm_barrier barrier = {0, 0, nthreads, stop, 0};                                                  \
-        int go = 0;                                                                                         \
-        for (int i = 0; i < nthreads; ++i) {                                                                \
-            NAME##_unit_job *j = &jobs[i];                                                                  \
-            j->T = T; j->B = B; j->In = In; j->H = H; j->block = block;                                     \
-            j->j0 = H * i / nthreads; j->j1 = H * (i + 1) / nthreads;                                       \
-            j->x = x; j->w = w; j->bias = bias; j->r = r; j->h0 = h0; j->c = c; j->y = y;                   \
-            j->z = zbuf + block * B * 4 * j->j0;                                                            \
-            j->gate = gate; j->state = state; j->gemm = (GEMM_T)gemm_ptr;                                   \
-            j->set_threads = (set_threads_fn)set_threads_ptr; j->barrier = &barrier; j->go = &go;           \
+        /* The caller works too (its own slice 0): a thread it starts lands on another core at once, \
+         * where two new threads and a waiting caller were seen to share one core for the first     \
+         * milliseconds. A thread that cannot be created only means fewer hands: slices are claimed. */ \
+        for (int k = 0; k < nthreads; ++k) {                                                                \
+            jobs[k].run = u;                                                                                \
+            jobs[k].own = k;                                                                                \
         }                                                                                                   \
-        /* All threads or none: a missing partner would leave the others waiting at the barrier, so      \
-         * they start only once every thread exists, and leave at once if one could not be created. */   \
-        int started = 0;                                                                                    \
+        int started = 1;                                                                                    \
         for (; started < nthreads; ++started)                                                               \
             if (pthread_create(&threads[started], NULL, NAME##_unit_worker, &jobs[started]) != 0) break;    \
-        __atomic_store_n(&go, started == nthreads ? 1 : -1, __ATOMIC_RELEASE);                              \
-        for (int i = 0; i < started; ++i) pthread_join(threads[i], NULL);                                   \
-        return started != nthreads ? -1 : barrier.stop_now ? 1 : 0;                                         \
+        if (started < nthreads) __atomic_sub_fetch(&s->active, nthreads - started, __ATOMIC_ACQ_REL);      \
+        NAME##_unit_worker(&jobs[0]);                                                                       \
+        for (int i = 1; i < started; ++i) pthread_join(threads[i], NULL);                                   \
+        const int status = s->stop_now ? 1 : 0;                                                             \
+        free(s);                                                                                            \
+        free(u);                                                                                            \
+        return status;                                                                                      \
     }
 
-DEFINE_UNIT_SPLIT(f32, float, sgemm_fn)
-DEFINE_UNIT_SPLIT(f64, double, dgemm_fn)
+DEFINE_UNIT_SPLIT(f32, float, sgemm_fn, sgemv_fn)
+DEFINE_UNIT_SPLIT(f64, double, dgemm_fn, dgemv_fn)
 
 /* Elementwise entry points for the unit tests of the math above. */
 void mlstm_exp_f64(const double *x, double *y, long n) { for (long i = 0; i < n; ++i) y[i] = exp_d(x[i]); }

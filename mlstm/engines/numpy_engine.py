@@ -8,33 +8,43 @@ so memory traffic and page faults do not grow with T:
               gates, states, Y[t]     one fused pass
 
 Both GEMMs go to the BLAS scipy ships (one thread pool). The whole loop runs in compiled C
-(``_cpu_lstm.c``, an optional extension built at install) when it is available, serially or
-split across threads by observations or by hidden units (:func:`cpu_plan`); otherwise the NumPy
-loop below runs. Both keep float32 in float32. MLSTM_PURE_NUMPY=1 forces the NumPy loop.
+(``_cpu_lstm.c``, an optional extension built at install; its boundary, with the checks on every
+argument, is :mod:`.cpu_loop`) when it is available, on one thread or split across threads by
+observations or by hidden units, whichever a measurement found fastest on this machine
+(:mod:`.cpu_plans`); otherwise the NumPy loop below runs. Both keep float32 in float32.
+MLSTM_PURE_NUMPY=1 forces the NumPy loop.
 
-NumPy loop: gates stored [i, f, o | g] so one call covers the three gate activations; for the
-logistic sigmoid the gate rows of W, R and b are negated once up front, so z holds -x and
-σ(x) = 1/(1+exp(z)) needs no negation per step (negation is exact: no bit of the result changes).
+NumPy loop: gates stored [i, f, o | g] (not MATLAB's i, f, g, o, which the C and CUDA cells and
+tests/reference.py keep) so one call covers the three gate activations. Measured on the AMD EPYC
+CI machine (float32 sigmoid over the gate rows, best of 5): one call over [i f o] vs two over
+[i f] and [o] took 5.2 vs 11.7 µs at B = 1, H = 256, and 87 vs 157 µs at B = 256, H = 64 (28 vs
+25 µs at B = 32, H = 128): the reordering pays where it matters. For the logistic sigmoid the
+gate rows of W, R and b are negated once up front, so z holds -x and σ(x) = 1/(1+exp(z)) needs no
+negation per step (negation is exact: no bit of the result changes).
+
+Over 400 lines because it is one concept: the engine object that prepares weights once and runs
+blocks, with its two loops (compiled and NumPy) and the per-shape choices between them.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
-import threading
-from collections.abc import Callable
-from functools import lru_cache
+import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from ..errors import MlstmError
+from . import cpu_loop
+from . import cpu_plans as plans
+from .cpu_loop import CompiledLoop, _blas_threads, interruptible  # noqa: F401 - where mlstm.doctor and older code look
+from .cpu_loop import extension_files as _extension_files  # noqa: F401
+from .cpu_loop import load_compiled_loop as _load_compiled_loop
+from .cpu_plans import Plan
+
 name = "numpy"
 BLOCK_BYTES = 4 << 20
 GATE_MAJOR_MAX_H = 16  # below this H (and B >= H) the gates are laid out gate-major, loops run over B
-UNIT_SPLIT_MIN_H = 64  # at least 32 hidden units per thread for the unit split
-PARALLEL_MIN_WORK = 5_000_000  # multiply-adds in a run below which no threads are started
-PARALLEL_MIN_CELLS = 4096  # B * H below this: one thread (thread start-up would cost more)
 GATE_CODES = {"sigmoid": 0, "hard-sigmoid": 1}
 STATE_CODES = {"tanh": 0, "softsign": 1, "relu": 2}
 
@@ -80,67 +90,8 @@ GATE_FUNCTIONS = {"sigmoid": _Activation.sigmoid_of_negated, "hard-sigmoid": _Ac
 STATE_FUNCTIONS = {"tanh": _Activation.tanh, "softsign": _Activation.softsign, "relu": _Activation.relu}
 
 
-# Multiply-adds below which a compiled run is called inline: it ends within milliseconds anyway.
-INLINE_WORK = 2e7
-
-
-def interruptible(call: Callable[[int | None], int], work: float) -> int:
-    """``call(stop)``, a compiled loop, such that SIGINT/SIGTERM stop it within a step.
-
-    A thread inside a C call cannot run Python's signal handlers, so a long run started from the
-    main thread goes to a worker thread while the main thread waits (its waits are interrupted
-    by signals). When the handler raises (KeyboardInterrupt, or the CLI's Interrupted), the main
-    thread sets the loop's stop flag, which the C loops check once per step, waits for the
-    worker to return, and lets the exception go on: the unfinished result is never used.
-    Short runs, and calls from other threads (which receive no signals), run inline.
-    """
-    if work < INLINE_WORK or threading.current_thread() is not threading.main_thread():
-        return call(None)
-    stop = ctypes.c_int(0)
-    outcome: list[Any] = []
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            outcome.append(call(ctypes.addressof(stop)))
-        except BaseException as exc:  # pragma: no cover - ctypes calls do not raise
-            outcome.append(exc)
-        finally:
-            done.set()
-
-    # Waiting on an Event, not Thread.join: Python 3.11's join marks a thread finished when a
-    # signal interrupts it, while the loop still runs on buffers about to be freed.
-    worker = threading.Thread(target=target, name="mlstm-compiled-loop", daemon=True)
-    try:
-        # Started with SIGINT/SIGTERM blocked: the worker inherits the mask (signals go to the main
-        # thread only), and Thread.start's own wait cannot be cut short while the loop runs.
-        masks = hasattr(signal, "pthread_sigmask")
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if masks else None
-        try:
-            worker.start()
-        finally:
-            if masks:
-                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        while not done.wait(0.05):
-            pass
-    except BaseException:
-        stop.value = 1  # first: no check for signals comes before this store
-        if worker.ident is None:
-            raise  # the worker never started: no loop to wait for
-        while True:  # the loop must end before its buffers go: wait, whatever else arrives
-            try:
-                if done.wait(0.05):
-                    break
-            except BaseException:  # noqa: S112 - a second Ctrl-C while the loop winds down
-                continue
-        raise
-    if isinstance(outcome[0], BaseException):  # pragma: no cover
-        raise outcome[0]
-    return int(outcome[0])
-
-
-def compiled_loop() -> Any:
-    """The compiled step loop with BLAS gemm pointers, or None (not built, or MLSTM_PURE_NUMPY=1)."""
+def compiled_loop() -> dict[np.dtype, CompiledLoop] | None:
+    """The compiled step loops by dtype (see :mod:`.cpu_loop`), or None (not built, or MLSTM_PURE_NUMPY=1)."""
     return _load_compiled_loop()[0]
 
 
@@ -150,179 +101,12 @@ def compiled_loop_unavailable_reason() -> str | None:
     return _load_compiled_loop()[1]
 
 
-def _extension_files() -> list[str]:
-    import glob
-
-    return sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cpu_lstm*")))
-
-
-def _not_importable(exc: BaseException) -> str:
-    """Why ``import _cpu_lstm`` failed, in words a user can act on."""
-    from importlib.machinery import EXTENSION_SUFFIXES
-
-    built = [f for f in _extension_files() if not f.endswith(".c")]
-    matching = [f for f in built if f.endswith(tuple(EXTENSION_SUFFIXES))]
-    if not built:
-        return (
-            "the compiled loop was not built at install, which needs a C compiler: reinstall with one, "
-            "or run 'python setup.py build_ext --inplace' in a source checkout"
-        )
-    if not matching:
-        names = ", ".join(os.path.basename(f) for f in built)
-        return f"the compiled loop was built for another Python ({names}; this one loads {EXTENSION_SUFFIXES[0]})"
-    return f"the compiled loop does not import: {type(exc).__name__}: {exc}"
-
-
-@lru_cache(maxsize=1)
-def _load_compiled_loop() -> tuple[dict[np.dtype, CompiledLoop] | None, str | None]:
-    if os.environ.get("MLSTM_PURE_NUMPY", "") not in ("", "0"):
-        return None, f"MLSTM_PURE_NUMPY={os.environ['MLSTM_PURE_NUMPY']} forces the NumPy loop"
-    try:
-        from scipy.linalg import cython_blas
-    except ImportError as exc:
-        return None, f"scipy.linalg.cython_blas does not import: {type(exc).__name__}: {exc}"
-    try:
-        from . import _cpu_lstm
-    except ImportError as exc:
-        return None, _not_importable(exc)
-    try:
-        return _bind(_cpu_lstm.__file__, cython_blas), None
-    except (OSError, AttributeError, KeyError, ValueError) as exc:  # a stale build missing an entry point
-        return None, f"the compiled loop is out of date or damaged, rebuild it: {type(exc).__name__}: {exc}"
-
-
-def _bind(path: str, cython_blas: Any) -> dict[np.dtype, CompiledLoop]:
-    """The C entry points of the extension at ``path``, typed, with scipy's BLAS gemm/gemv."""
-    lib = ctypes.CDLL(path)
-    api = ctypes.pythonapi
-    api.PyCapsule_GetName.restype = ctypes.c_char_p
-    api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    loops = {}
-    blas_threads = _blas_threads()
-
-    def blas_function(name: str) -> int:
-        capsule = cython_blas.__pyx_capi__[name]
-        return api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
-
-    for dtype, suffix, prefix in ((np.float32, "f32", "s"), (np.float64, "f64", "d")):
-        gemm, gemv = blas_function(prefix + "gemm"), blas_function(prefix + "gemv")
-        serial = getattr(lib, f"mlstm_run_{suffix}")
-        serial.restype = ctypes.c_int
-        serial.argtypes = [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_long, ctypes.c_int, ctypes.c_int]
-        serial.argtypes += [ctypes.c_void_p] * 3  # gemm, gemv, stop flag
-        parallel = getattr(lib, f"mlstm_run_parallel_{suffix}")
-        parallel.restype = ctypes.c_int
-        parallel.argtypes = [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 3
-        gate_major = getattr(lib, f"mlstm_run_gm_{suffix}")
-        gate_major.restype = ctypes.c_int
-        gate_major.argtypes = (
-            [ctypes.c_long] * 4
-            + [ctypes.c_void_p] * 8
-            + [ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-        )
-        units = getattr(lib, f"mlstm_run_units_{suffix}")
-        units.restype = ctypes.c_int
-        units.argtypes = (
-            [ctypes.c_long] * 4 + [ctypes.c_void_p] * 8 + [ctypes.c_long] + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 3
-        )
-        loops[np.dtype(dtype)] = CompiledLoop(serial, parallel, gate_major, units, gemm, gemv, blas_threads)
-        loops[np.dtype(dtype)].max_unit_threads = ctypes.c_int.in_dll(lib, "mlstm_max_unit_threads").value
-    return loops
-
-
-class CompiledLoop:
-    """The C entry points for one class, with the BLAS gemm they call."""
-
-    def __init__(
-        self,
-        serial: Any,
-        parallel: Any,
-        gate_major: Any,
-        units: Any,
-        gemm: int,
-        gemv: int,
-        blas_threads: BlasThreads | None,
-    ):
-        self.serial, self.parallel, self.gate_major, self.units = serial, parallel, gate_major, units
-        self.gemm, self.gemv, self.blas_threads = gemm, gemv, blas_threads
-        self.max_unit_threads = 1  # set from the library by the loader
-
-
-class BlasThreads:
-    """Thread controls of the OpenBLAS that scipy ships: ``local`` (openblas_set_num_threads_local,
-    OpenBLAS >= 0.3.27) for the workers, and the global getter/setter to put the count back, since
-    in the builds seen here the "local" setting also changes what every later call uses."""
-
-    def __init__(self, lib: Any):
-        self.local = ctypes.cast(lib.openblas_set_num_threads_local, ctypes.c_void_p).value
-        prefix = "scipy_" if hasattr(lib, "scipy_openblas_get_num_threads") else ""
-        self.get = getattr(lib, f"{prefix}openblas_get_num_threads")
-        self.get.restype = ctypes.c_int
-        self.set = getattr(lib, f"{prefix}openblas_set_num_threads")
-        self.set.argtypes = [ctypes.c_int]
-
-
-def _blas_threads() -> BlasThreads | None:
-    """The thread controls of scipy's OpenBLAS, or None (another BLAS, or an older OpenBLAS)."""
-    import glob
-
-    import scipy
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
-    for path in sorted(glob.glob(os.path.join(root, "scipy.libs", "libscipy_openblas*.so*"))):
-        try:
-            return BlasThreads(ctypes.CDLL(path))
-        except (OSError, AttributeError):
-            continue
-    return None
-
-
-def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype, cores: int) -> int:
-    """Threads for the batch split (1: no batch split).
-
-    The split pays where the elementwise work (single-threaded in the serial loop) is a large
-    share: per cell, the gate arithmetic against 8 (InputSize + H) GEMM flops. Measured on the
-    2-core benchmark machine (benchmarks/RESULTS.md): a win at (C, H, B) = (40, 64, 256) in both
-    classes and at (64, 128, 32) in double; a loss at (256, 512, 64), where the GEMMs dominate,
-    and for B * H under 4096.
-    """
-    gemm_heavy = input_size + hidden > (160 if dtype == np.float32 else 320)
-    if cores < 2 or batch < 16 or batch * hidden < PARALLEL_MIN_CELLS or gemm_heavy:
-        return 1
-    return min(cores, batch // 8)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def cpu_plan(steps: int, batch: int, input_size: int, hidden: int, dtype: np.dtype) -> tuple[str, int]:
-    """How to use the cores: ('batch' | 'units' | 'serial', threads).
-
-    Measured on the 2-core benchmark machine (benchmarks/RESULTS.md, median of 5): splitting the
-    hidden units across threads (each keeps its slice of R in its own cache; a spin barrier per
-    step) won at B = 1, H = 256 (f32 62 -> 29 ms, f64 171 -> 89 ms), at (64, 128, 32) and at
-    (256, 512, 64) in f64, and tied at (256, 512, 64) in f32; splitting the batch won at
-    (40, 64, 256) (f32 141 -> 95 ms, units 114). Problems under about 5 million multiply-adds
-    stay serial: starting threads would cost more. MLSTM_NUM_THREADS caps the threads;
-    MLSTM_CPU_PLAN forces a plan (tests, tuning).
-    """
-    forced = os.environ.get("MLSTM_CPU_PLAN", "")
-    cores = int(os.environ.get("MLSTM_NUM_THREADS") or _cores())
-    if forced == "units":
-        return "units", max(2, min(cores, hidden))
-    if forced == "batch":
-        return "batch", max(2, min(cores, batch))
-    if forced == "serial" or cores < 2 or steps * batch * 4 * hidden * (input_size + hidden) < PARALLEL_MIN_WORK:
-        return "serial", 1
-    threads = worker_threads(batch, input_size, hidden, dtype, cores)
-    if threads > 1:
-        return "batch", threads
-    if hidden >= UNIT_SPLIT_MIN_H:
-        return "units", min(cores, hidden // 32)
-    return "serial", 1
+    """The plan MLSTM_CPU_PLAN forces, else the fixed rules' plan for a run of this size, as
+    (kind, threads). A run with enough work measures instead (:mod:`.cpu_plans`)."""
+    count = plans.cores()
+    plan = plans.forced(batch, hidden, count) or plans.rule(steps, batch, input_size, hidden, dtype, count)
+    return plan.kind, plan.threads
 
 
 def unit_split_rows(hidden: int, threads: int) -> np.ndarray:
@@ -359,7 +143,8 @@ class NumpyLSTM:
         loops = compiled_loop() if compiled else None
         self.loop = loops[self.dtype] if loops else None
         self.numpy_reason = None if self.loop else (compiled_loop_unavailable_reason() if compiled else "asked for")
-        self.last_plan = "serial"
+        self.last_plan = "serial"  # what the last call ran, in words
+        self.chosen_plan: Plan | None = None  # and how that plan was chosen
         self.gate_code, self.state_code = GATE_CODES[gate_activation], STATE_CODES[state_activation]
         if self.loop is not None:  # C keeps MATLAB's gate order and signs
             rows = np.arange(4 * hidden)
@@ -378,46 +163,87 @@ class NumpyLSTM:
         self.input_weights = np.ascontiguousarray(self.input_weights_t.T)  # (4H, In), for C
         self.bias = np.ascontiguousarray(bias[rows].astype(self.dtype) * sign[:, 0])
         self._unit_split: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.plan_steps: int | None = None  # set by a run split into blocks: the plan is the whole run's
+        self._plan_steps: int | None = None
+        self._run_plan: Plan | None = None
+
+    @property
+    def plan_steps(self) -> int | None:
+        """The whole run's length, set (by :mod:`mlstm.pipeline`) while a run goes through
+        :meth:`run` in blocks: its plan is chosen for that length at the first block, and every
+        later block runs the same plan."""
+        return self._plan_steps
+
+    @plan_steps.setter
+    def plan_steps(self, steps: int | None) -> None:
+        self._plan_steps = steps
+        self._run_plan = None  # a new run: its plan is chosen at its first block
 
     def block_steps(self, batch: int) -> int:
         """Steps per block of the input projection (one GEMM each, about BLOCK_BYTES of X and
-        gates). Runs split into calls whose lengths, all but the last, are multiples of this
-        (and with ``plan_steps`` set to the whole length) give the same bits as one call: the
-        same GEMMs on the same data, whatever the BLAS."""
+        gates, and never more columns, steps x B, than the BLAS's int takes). Runs split into
+        calls whose lengths, all but the last, are multiples of this (and with ``plan_steps`` set
+        to the whole length) give the same bits as one call: the same GEMMs on the same data,
+        whatever the BLAS."""
         per_step = batch * (self.input_size + 4 * self.hidden_size) * self.dtype.itemsize
-        return max(1, BLOCK_BYTES // max(1, per_step))
+        return max(1, min(BLOCK_BYTES // max(1, per_step), cpu_loop.BLAS_INT_MAX // max(1, batch)))
 
     def empty_output(self, steps: int, batch: int, like: Any = None) -> np.ndarray:
         return np.empty((steps, batch, self.hidden_size), dtype=self.dtype)
 
     @property
     def detail(self) -> str:
-        """Which loop ran (for ``-v``): ``loop=compiled (plan)``, or ``loop=numpy (why not compiled)``."""
-        if self.loop is not None:
+        """What ran (for ``-v``): ``loop=compiled (plan) plan=how-chosen blas=...``, or
+        ``loop=numpy (why not compiled)``."""
+        if self.loop is None:
+            return f"loop=numpy ({self.numpy_reason})"
+        plan = self.chosen_plan
+        if plan is None:
             return f"loop=compiled ({self.last_plan})"
-        return f"loop=numpy ({self.numpy_reason})"
+        how = f"{plan.source} ({plan.timings})" if plan.timings else plan.source
+        blas = self.loop.blas_description()
+        if plan.kind != "serial":
+            blas = f"{blas}, 1 per loop thread"
+        return f"loop=compiled ({self.last_plan}) plan={how} blas={blas}"
+
+    def _check_output(self, y: np.ndarray, steps: int, batch: int) -> None:
+        shape = (steps, batch, self.hidden_size)
+        good = isinstance(y, np.ndarray) and y.dtype == self.dtype and y.shape == shape
+        if not (good and y.flags.c_contiguous and y.flags.writeable):
+            found = (
+                f"{type(y).__name__} {getattr(y, 'dtype', '')} {getattr(y, 'shape', '')}"
+                f"{'' if getattr(y, 'flags', None) is None or y.flags.c_contiguous else ' (not C-contiguous)'}"
+                f"{'' if getattr(y, 'flags', None) is None or y.flags.writeable else ' (read-only)'}"
+            )
+            raise MlstmError(
+                f"output buffer: expected a writable C-contiguous {self.dtype} array {shape}, found {found}"
+            )
 
     def run(
         self, x: np.ndarray, hidden_state: np.ndarray, cell_state: np.ndarray, y: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """x (T, B, InputSize) -> Y (T, B, H), final hidden and cell states (B, H).
 
-        The inputs are not modified. ``y`` may be a preallocated (T, B, H) buffer.
+        The inputs are not modified. ``y`` may be a preallocated (T, B, H) buffer of this
+        engine's class, C-contiguous and writable (MlstmError otherwise).
         """
         steps, batch, _ = x.shape
         hidden = self.hidden_size
+        cpu_loop.check_blas_dims(batch, self.input_size, hidden)
         if y is None:
             y = self.empty_output(steps, batch)
+        self._check_output(y, steps, batch)
         cell = np.array(cell_state, dtype=self.dtype, copy=True, order="C")
         h = np.ascontiguousarray(hidden_state, dtype=self.dtype)
+        for state, what in ((h, "hidden state"), (cell, "cell state")):
+            if state.shape != (batch, hidden):
+                raise MlstmError(f"{what}: expected shape {(batch, hidden)}, found {state.shape}")
         if steps == 0:
             return y, h.copy(), cell
         x = np.ascontiguousarray(x, dtype=self.dtype)
         block = min(steps, self.block_steps(batch))
         z_buffer = np.empty((block, batch, 4 * hidden), dtype=self.dtype)
         if self.loop is not None:
-            return self._run_compiled(x, h, cell, cell_state, y, z_buffer, block)
+            return self._run_compiled(x, h, cell, cell_state, y, z_buffer)
         input_gemm = self._input_projection(batch)
         for start in range(0, steps, block):
             stop = min(start + block, steps)
@@ -427,72 +253,119 @@ class NumpyLSTM:
             h = self._numpy_steps(z, h, cell, y[start:stop])
         return y, h.copy(), cell
 
-    def _run_compiled(self, x, h, cell, cell_state, y, z_buffer, block):
-        """The C loops: batch split or unit split across threads, gate-major for small H, or serial."""
-        loop = self.loop
+    def _run_compiled(self, x, h, cell, cell_state, y, z_buffer):
+        """The C loops under the run's plan; serially from the start if its threads cannot start."""
+        plan = self.chosen_plan = self._plan(x, h, cell)
+        if self._execute(plan, x, h, cell, y, z_buffer) < 0:
+            cell[...] = cell_state
+            self.chosen_plan = Plan("serial", 1, f"{plan.source}; {plan.label} could not start its threads")
+            self._execute(self.chosen_plan, x, h, cell, y, z_buffer)
+        return y, y[-1].copy(), cell
+
+    def _plan(self, x: np.ndarray, h: np.ndarray, cell: np.ndarray) -> Plan:
+        """The whole run's plan (``plan_steps`` long): forced, ruled (small runs), remembered, or
+        measured here on copies of the first steps (see :mod:`.cpu_plans`)."""
+        if self._plan_steps is not None and self._run_plan is not None:
+            return self._run_plan  # a later block of the run
+        self._run_plan = self._choose_plan(x, h, cell)
+        return self._run_plan
+
+    def _choose_plan(self, x: np.ndarray, h: np.ndarray, cell: np.ndarray) -> Plan:
+        steps, batch, _ = x.shape
+        hidden, loop = self.hidden_size, self.loop
+        count = plans.cores()
+        if loop.blas_threads is None:  # without the BLAS's thread controls, no threads of ours
+            return Plan("serial", 1, "rule")
+        plan = plans.forced(batch, hidden, count)
+        if plan is None:
+            run_steps = self.plan_steps or steps  # the whole run: every block of it runs the same plan
+            step_work = float(batch) * 4 * hidden * (self.input_size + hidden)
+            if count < 2 or run_steps * step_work < plans.MEASURE_MIN_WORK:
+                plan = plans.rule(run_steps, batch, self.input_size, hidden, self.dtype, count)
+            else:
+                allowed = plans.candidates(batch, hidden, count, loop.max_unit_threads, loop.blas_threads.get())
+                key = plans.plan_key(self.dtype, batch, self.input_size, hidden, count)
+                plan = plans.lookup(key, allowed)
+                if plan is None:
+                    probe, most = plans.trial_steps(run_steps, steps, step_work)
+                    measured = plans.measure(
+                        allowed,
+                        lambda p, budget: self._trial(p, x[:most], h, cell, probe, run_steps, budget),
+                        run_steps,
+                    )
+                    plan = plans.remember(key, measured)
+        if plan.kind == "units":  # the C side's limit: the rows are permuted for the count that runs
+            plan = replace(plan, threads=min(plan.threads, loop.max_unit_threads, hidden))
+        return plan
+
+    def _trial(
+        self,
+        plan: Plan,
+        x: np.ndarray,
+        h: np.ndarray,
+        cell: np.ndarray,
+        probe: int,
+        run_steps: int,
+        budget: float | None,
+    ) -> float | None:
+        """Seconds a ``run_steps`` run would take under ``plan``: a warm-up on ``probe`` steps,
+        then about TRIAL_SECONDS (at most all of ``x``) timed, on copies of the states, output
+        thrown away. None when its threads could not start or the warm-up says the run would
+        take over 4 times ``budget``. Inline, as the loop runs: a trial is short."""
+        if plan.kind == "units":
+            self._unit_split_weights(plan.threads)  # made once, not timed
+        most, batch = x.shape[0], x.shape[1]
+        y = np.empty((most, batch, self.hidden_size), dtype=self.dtype)
+        z_buffer = np.empty((min(most, self.block_steps(batch)), batch, 4 * self.hidden_size), self.dtype)
+
+        def timed(n: int) -> float | None:
+            started = time.perf_counter()
+            status = self._execute(plan, x[:n], h, cell.copy(), y[:n], z_buffer[: min(n, len(z_buffer))], inline=True)
+            return time.perf_counter() - started if status == 0 else None
+
+        warm_up = timed(probe)
+        if warm_up is None or (budget is not None and warm_up * run_steps / probe > 4 * budget):
+            return None  # could not run, or hopeless: not worth the whole trial
+        steps = plans.timed_steps(probe, warm_up, most)
+        whole = timed(steps)
+        return None if whole is None else whole * run_steps / steps
+
+    def _execute(self, plan: Plan, x, h, cell, y, z_buffer, inline: bool = False) -> int:
+        """Run ``plan`` (0; -1: its threads could not start); ``inline``: on this thread."""
+        loop, blas = self.loop, self.loop.blas_threads
         steps, batch, _ = x.shape
         hidden = self.hidden_size
-        weights = (self.input_weights.ctypes.data, self.bias.ctypes.data, self.recurrent_weights.ctypes.data)
-        states = (h.ctypes.data, cell.ctypes.data, y.ctypes.data)
-        shape = (steps, batch, self.input_size, hidden, x.ctypes.data)
-        codes = (self.gate_code, self.state_code, loop.gemm)
-        blas = loop.blas_threads
-        plan_steps = self.plan_steps or steps  # the whole run's length: every block of it runs the same plan
-        plan, threads = cpu_plan(plan_steps, batch, self.input_size, hidden, self.dtype) if blas else ("serial", 1)
-        if plan == "units":  # the C side's limit, so the rows are permuted for the count that runs
-            threads = min(threads, loop.max_unit_threads, hidden)
-        work = float(steps) * batch * 4 * hidden * (self.input_size + hidden)
-        if plan in ("batch", "units"):
-            blas_count = blas.get()
-            try:
-                if plan == "batch":
-                    z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
-                    status = interruptible(
-                        lambda stop: loop.parallel(
-                            *shape, *weights, *states, z_rows.ctypes.data, threads, *codes, blas.local, stop
-                        ),
-                        work,
-                    )
+        block = z_buffer.shape[0]
+        sizes = dict(T=steps, B=batch, In=self.input_size, H=hidden)
+        weights = dict(w=self.input_weights, bias=self.bias, r=self.recurrent_weights)
+        common = dict(h0=h, c=cell, y=y, gate=self.gate_code, state=self.state_code, gemm_ptr=loop.gemm)
+        work = 0.0 if inline else float(steps) * batch * 4 * hidden * (self.input_size + hidden)
+        blas_count = blas.get() if blas is not None else None
+        try:
+            if plan.kind == "batch":
+                z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
+                args = dict(**sizes, x=x, **weights, **common, zbuf=z_rows, nthreads=plan.threads)
+                status = interruptible(lambda stop: loop.parallel(**args, set_threads_ptr=blas.local, stop=stop), work)
+            elif plan.kind == "units":
+                w, bias, r = self._unit_split_weights(plan.threads)
+                args = dict(**sizes, x=x, w=w, bias=bias, r=r, **common, zbuf=z_buffer, block=block)
+                args.update(nthreads=plan.threads, gemv_ptr=loop.gemv, set_threads_ptr=blas.local)
+                status = interruptible(lambda stop: loop.units(**args, stop=stop), work)
+            else:
+                if plan.kind == "single" and blas is not None:
+                    blas.set(1)
+                args = dict(**sizes, x=x, **weights, **common, zbuf=z_buffer, block=block)
+                if hidden < GATE_MAJOR_MAX_H and batch >= hidden:  # loops over H too short to vectorise
+                    args["state_buf"] = np.empty(2 * hidden * batch, dtype=self.dtype)
+                    status = interruptible(lambda stop: loop.gate_major(**args, stop=stop), work)
                 else:
-                    split = self._unit_split_weights(threads)
-                    status = interruptible(
-                        lambda stop: loop.units(
-                            *shape,
-                            *(a.ctypes.data for a in split),
-                            *states,
-                            z_buffer.ctypes.data,
-                            block,
-                            threads,
-                            *codes,
-                            blas.local,
-                            stop,
-                        ),
-                        work,
-                    )
-            finally:
+                    status = interruptible(lambda stop: loop.serial(**args, gemv_ptr=loop.gemv, stop=stop), work)
+        finally:
+            if blas_count is not None:
                 blas.set(blas_count)
-            if status == 0:
-                self.last_plan = f"{plan} split, {threads} threads"
-                return y, y[-1].copy(), cell
-            cell[...] = cell_state  # threads could not start: run serially from the start
-        if hidden < GATE_MAJOR_MAX_H and batch >= hidden:  # loops over H too short to vectorise
-            self.last_plan = "serial, gate-major"
-            scratch = np.empty(2 * hidden * batch, dtype=self.dtype)
-            interruptible(
-                lambda stop: loop.gate_major(
-                    *shape, *weights, *states, z_buffer.ctypes.data, block, scratch.ctypes.data, *codes, stop
-                ),
-                work,
-            )
-        else:
-            self.last_plan = "serial"
-            interruptible(
-                lambda stop: loop.serial(
-                    *shape, *weights, *states, z_buffer.ctypes.data, block, *codes, loop.gemv, stop
-                ),
-                work,
-            )
-        return y, y[-1].copy(), cell
+        gate_major = plan.kind in ("serial", "single") and hidden < GATE_MAJOR_MAX_H and batch >= hidden
+        self.last_plan = plan.label + (", gate-major" if gate_major else "")
+        return status
 
     def _unit_split_weights(self, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """W, b, R with each thread's rows together (see :func:`unit_split_rows`), made once per

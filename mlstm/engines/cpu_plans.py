@@ -1,0 +1,321 @@
+"""How the compiled CPU loop uses the cores, chosen by measurement and remembered per machine.
+
+Plans (every one computes the same function; results differ at most in the last bits, within
+docs/BEHAVIOUR.md §7):
+
+- ``serial``: one loop thread, the BLAS with its own threads;
+- ``single``: one loop thread, the BLAS at one thread (no BLAS synchronisation per step);
+- ``batch``: observations split across threads (no synchronisation);
+- ``units``: hidden units split across threads (a barrier per step).
+
+Which is fastest depends on the CPU, the BLAS and the load, not only on the sizes: constants
+tuned on one machine were 3.6x off on another. So a run with enough work
+(:data:`MEASURE_MIN_WORK` multiply-adds) whose plan is not known yet times the candidates on a
+copy of its first steps, keeps the fastest for the whole run, and remembers it per (CPU model,
+threads, class, shape class) in a small JSON file (FFTW's "measure" and "wisdom"). The trial
+output is thrown away, so what a run returns is always the output of one plan from its first
+step to its last; once the plan of a shape class is known (in this process, or from the file),
+every later run of that class uses it, and gives the same bits. Smaller runs follow fixed rules
+(:func:`rule`) and never measure.
+
+- ``MLSTM_CPU_PLAN=serial|single|batch|units`` forces a plan;
+- ``MLSTM_CPU_CACHE`` unset or empty: the file is ``$XDG_CACHE_HOME/mlstm/cpu-plans.json``
+  (``~/.cache/mlstm/cpu-plans.json``); ``0`` (or off/no/false): no file, each process measures
+  once per shape class; anything else: that file. A corrupt file is replaced; a file that is
+  JSON but not ours, or of another version, is ignored and left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import MlstmError
+
+KINDS = ("serial", "single", "batch", "units")
+UNIT_SPLIT_MIN_H = 64  # rules: at least 32 hidden units per thread for the unit split
+PARALLEL_MIN_WORK = 5_000_000  # rules: multiply-adds in a run below which no threads are started
+PARALLEL_MIN_CELLS = 4096  # rules: B * H below this, one thread (thread start-up would cost more)
+MEASURE_MIN_WORK = 4e8  # multiply-adds in a run from which its plan is measured (about 20-100 ms)
+TRIAL_SECONDS = 0.01  # a trial's timed part lasts about this long (a hiccup of the OS is ~1-3 ms) ...
+TRIAL_MAX_FRACTION = 1 / 4  # ... but takes at most this share of the run's steps
+PROBE_WORK = 2e7  # multiply-adds of the warm-up before each trial (about 1 ms), which also sizes it
+TRIAL_ROUNDS = 3  # each candidate timed up to 3 times (the order reversed each time), best kept
+ALL_ROUNDS = 2  # rounds in which every candidate runs: an idle core can take ~0.1 s to come up to speed
+SIMPLER_WINS_WITHIN = 0.03  # a plan earlier in the candidate list wins within 3% of the fastest
+CUT_OFF = 2.0  # a trial's budget: this many times the fastest so far (see measure)
+RETRY_WITHIN = 1.5  # plans slower than this many times the fastest are not timed again
+CACHE_FORMAT, CACHE_VERSION = "mlstm-cpu-plans", 1
+CACHE_MAX_ENTRIES = 512
+OFF = ("0", "off", "no", "false")
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str  # one of KINDS
+    threads: int = 1
+    source: str = "rule"  # rule | forced | measured | cached
+    timings: str = ""  # for a measured plan: what each candidate took, for -v
+
+    @property
+    def label(self) -> str:
+        if self.kind in ("batch", "units"):
+            return f"{self.kind} split, {self.threads} threads"
+        return "serial" if self.kind == "serial" else "serial, BLAS at 1 thread"
+
+
+def cores() -> int:
+    """Threads a plan may use: MLSTM_NUM_THREADS, else the cores this process may run on."""
+    if os.environ.get("MLSTM_NUM_THREADS"):
+        try:
+            return max(1, int(os.environ["MLSTM_NUM_THREADS"]))
+        except ValueError:
+            raise MlstmError(
+                f"MLSTM_NUM_THREADS: expected a whole number of threads, found {os.environ['MLSTM_NUM_THREADS']!r}"
+            ) from None
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def forced(batch: int, hidden: int, cores: int) -> Plan | None:
+    """The plan MLSTM_CPU_PLAN names, or None."""
+    name = os.environ.get("MLSTM_CPU_PLAN", "").strip().lower()
+    if name in ("", "auto"):
+        return None
+    if name == "units":
+        return Plan("units", max(2, min(cores, hidden)), "forced")
+    if name == "batch":
+        return Plan("batch", max(2, min(cores, batch)), "forced")
+    if name in ("serial", "single"):
+        return Plan(name, 1, "forced")
+    raise MlstmError(f"MLSTM_CPU_PLAN: expected one of auto, {', '.join(KINDS)}, found {name!r}")
+
+
+def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype, cores: int) -> int:
+    """Rules: threads for the batch split (1: no batch split). It pays where the elementwise work
+    is a large share: per cell, the gate arithmetic against 8 (InputSize + H) GEMM flops (from
+    the Intel Xeon measurements in benchmarks/RESULTS.md)."""
+    gemm_heavy = input_size + hidden > (160 if dtype == np.float32 else 320)
+    if cores < 2 or batch < 16 or batch * hidden < PARALLEL_MIN_CELLS or gemm_heavy:
+        return 1
+    return min(cores, batch // 8)
+
+
+def rule(steps: int, batch: int, input_size: int, hidden: int, dtype: np.dtype, cores: int) -> Plan:
+    """The plan for a run too small to measure (fixed rules, tuned on the Intel Xeon of
+    benchmarks/RESULTS.md): no threads under about 5 million multiply-adds, the batch split where
+    the cell pass dominates, the unit split for few observations and H >= 64."""
+    if cores < 2 or steps * batch * 4 * hidden * (input_size + hidden) < PARALLEL_MIN_WORK:
+        return Plan("serial")
+    threads = worker_threads(batch, input_size, hidden, np.dtype(dtype), cores)
+    if threads > 1:
+        return Plan("batch", threads)
+    if hidden >= UNIT_SPLIT_MIN_H:
+        return Plan("units", min(cores, hidden // 32))
+    return Plan("serial")
+
+
+def candidates(batch: int, hidden: int, cores: int, max_unit_threads: int, blas_threads: int) -> list[Plan]:
+    """The plans a measurement tries, simplest first (the first within SIMPLER_WINS_WITHIN of
+    the fastest wins): one thread, the BLAS's threads, the batch split over every core, and
+    the unit split at 2, 4, 8, ... and all cores (at least 4 units per thread)."""
+    plans = [Plan("single")] if blas_threads > 1 else []
+    plans.append(Plan("serial"))
+    if cores >= 2 and batch >= 2:
+        plans.append(Plan("batch", min(cores, batch)))
+    most = min(cores, max_unit_threads, hidden // 4)
+    counts = sorted({2**k for k in range(1, 7)} | {cores})
+    plans.extend(Plan("units", n) for n in counts if 2 <= n <= most)
+    return plans
+
+
+def _bucket(n: int) -> str:
+    """Powers of two: 1, 2-3, 4-7, ..."""
+    if n <= 1:
+        return str(max(n, 0))
+    low = 1 << (n.bit_length() - 1)
+    return f"{low}-{2 * low - 1}"
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    return " ".join(value.split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def plan_key(dtype: np.dtype, batch: int, input_size: int, hidden: int, cores: int) -> str:
+    """Where a measured plan is remembered: CPU model, threads, class and shape class."""
+    shape = f"B {_bucket(batch)}, InputSize {_bucket(input_size)}, H {_bucket(hidden)}"
+    return f"{cpu_model()} | {cores} threads | {np.dtype(dtype).name} | {shape}"
+
+
+def trial_steps(run_steps: int, available: int, step_work: float) -> tuple[int, int]:
+    """(warm-up steps, most steps) of a trial: the warm-up about PROBE_WORK, the trial at most
+    TRIAL_MAX_FRACTION of the run and what the first call of the run holds."""
+    most = max(1, min(available, math.ceil(run_steps * TRIAL_MAX_FRACTION)))
+    return max(1, min(most, math.ceil(PROBE_WORK / max(step_work, 1.0)))), most
+
+
+def timed_steps(probe: int, probe_seconds: float, most: int) -> int:
+    """Steps of a trial's timed part: about TRIAL_SECONDS at the warm-up's pace, within [probe, most]."""
+    return max(probe, min(most, math.ceil(probe * TRIAL_SECONDS / max(probe_seconds, 1e-6))))
+
+
+def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | None], steps: int) -> Plan:
+    """The plan to keep for a run of ``steps`` steps: the simplest within SIMPLER_WINS_WITHIN of
+    the fastest. ``trial(plan, budget)`` returns the seconds the run would take under ``plan``
+    (estimated from a trial on its first steps), or None when the plan could not run or its
+    warm-up says it would take more than 4 times ``budget``, CUT_OFF times the fastest so far (a plan
+    that crawls on a loaded machine costs the measurement little). Each plan is tried
+    TRIAL_ROUNDS times, the order reversed each round, the BLAS-threaded one after all the
+    others; after ALL_ROUNDS rounds, a plan RETRY_WITHIN of the fastest or slower is not tried
+    again. (The first round also warms the cores up: on a virtual machine whose second core was
+    idle, threaded plans ran at half speed for the first ~0.1 s.)
+    """
+    best = [math.inf] * len(plans)
+    # The BLAS's own threads spin for a while (OpenBLAS: ~0.1 s) after each threaded call, taking
+    # cores from whatever runs next: the plan that uses them has its trials after all the others.
+    own = [i for i, p in enumerate(plans) if p.kind != "serial"]
+    blas = [i for i, p in enumerate(plans) if p.kind == "serial"]
+    schedule = [(r, i) for r in range(TRIAL_ROUNDS) for i in (own if r % 2 == 0 else own[::-1])]
+    schedule += [(r, i) for r in range(TRIAL_ROUNDS) for i in blas]
+    for round_, i in schedule:
+        fastest = min(best)
+        if round_ >= ALL_ROUNDS and best[i] > fastest * RETRY_WITHIN:
+            continue
+        seconds = trial(plans[i], None if math.isinf(fastest) else fastest * CUT_OFF)
+        if seconds is not None:
+            best[i] = min(best[i], seconds)
+    fastest = min(best)
+    if math.isinf(fastest):
+        return Plan("serial", 1, "measured", "no candidate ran")
+    chosen = next(i for i, t in enumerate(best) if t <= fastest * (1 + SIMPLER_WINS_WITHIN))
+    names = [p.kind + (f"x{p.threads}" if p.threads > 1 else "") for p in plans]
+    timings = ", ".join(
+        f"{n} {1e6 * t / steps:.3g}" if not math.isinf(t) else f"{n} >{1e6 * fastest * CUT_OFF / steps:.3g}"
+        for n, t in zip(names, best)
+    )
+    return replace(plans[chosen], source="measured", timings=f"µs/step: {timings}")
+
+
+# ---------------------------------------------------------------- remembered plans
+
+_memo: dict[str, Plan] = {}
+_lock = threading.Lock()
+
+
+def cache_path() -> str | None:
+    """The cache file (see the module), or None when MLSTM_CPU_CACHE turns it off."""
+    setting = os.environ.get("MLSTM_CPU_CACHE", "").strip()
+    if setting.lower() in OFF:
+        return None
+    if setting:
+        return os.path.expanduser(setting)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "mlstm", "cpu-plans.json")
+
+
+def _read(path: str) -> tuple[str, dict]:
+    """('ours', plans) | ('absent' | 'corrupt' | 'foreign', {})."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return "absent", {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "corrupt", {}
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        return "foreign", {}
+    if data.get("version") != CACHE_VERSION or not isinstance(data.get("plans"), dict):
+        return "foreign", {}
+    return "ours", data["plans"]
+
+
+def _entry_plan(entry: object, allowed: list[Plan]) -> Plan | None:
+    """A stored entry as a plan, if it is one of ``allowed`` (a batch split uses this run's count)."""
+    if not isinstance(entry, dict) or entry.get("plan") not in KINDS or type(entry.get("threads")) is not int:
+        return None
+    for plan in allowed:
+        if plan.kind == entry["plan"] and (plan.kind == "batch" or plan.threads == entry["threads"]):
+            return replace(plan, source="cached")
+    return None
+
+
+def lookup(key: str, allowed: list[Plan]) -> Plan | None:
+    """The plan remembered for ``key``: first this process's, then the file's."""
+    with _lock:
+        if key in _memo:
+            return replace(_memo[key], source="cached", timings="")
+        path = cache_path()
+        if path is None:
+            return None
+        plan = _entry_plan(_read(path)[1].get(key), allowed)
+        if plan is not None:
+            _memo[key] = plan
+        return plan
+
+
+def remember(key: str, plan: Plan) -> Plan:
+    """Keep ``plan`` for ``key`` in this process (the first one kept stays: every later run of the
+    class, and every block of a run, uses the same plan) and in the file. Returns the kept plan."""
+    with _lock:
+        if key in _memo:
+            return replace(_memo[key], source="cached", timings="")
+        _memo[key] = plan
+        path = cache_path()
+        if path is not None:
+            _write(path, key, plan)
+        return plan
+
+
+def _write(path: str, key: str, plan: Plan) -> None:
+    state, plans = _read(path)
+    if state == "foreign":
+        return  # someone else's file: left alone
+    plans.pop(key, None)
+    plans[key] = {
+        "plan": plan.kind,
+        "threads": plan.threads,
+        "measured": time.strftime("%Y-%m-%d"),
+        "why": plan.timings,
+        "load average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+    while len(plans) > CACHE_MAX_ENTRIES:
+        plans.pop(next(iter(plans)))
+    data = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "plans": plans}
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".cpu-plans-", suffix=".json")
+    except OSError:
+        return  # not writable: the plan stays this process's
+    try:
+        with os.fdopen(handle, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(temporary, path)  # readers see the old file or the new one, never half of one
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+
+def forget() -> None:
+    """Forget this process's plans (tests; the file stays)."""
+    with _lock:
+        _memo.clear()

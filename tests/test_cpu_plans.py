@@ -1,0 +1,249 @@
+"""CPU plans chosen by measurement (mlstm/engines/cpu_plans.py): every plan against the float64
+reference, a measured run's output is one plan's from first step to last (so later runs, which
+reuse the plan, give the same bits, as does the same run in blocks), and the plan file is
+written, read, and ignored when it is corrupt, foreign, or of another version."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+from reference import random_problem, reference_lstm
+
+from mlstm import api, options
+from mlstm.engines import cpu_plans, numpy_engine
+from mlstm.errors import MlstmError
+from mlstm.formats import resolve
+
+COMPILED = importlib.util.find_spec("mlstm.engines._cpu_lstm") is not None
+pytestmark = pytest.mark.skipif(not COMPILED, reason="the compiled loop is not built")
+TOL = {np.float64: dict(rtol=1e-12, atol=1e-13), np.float32: dict(rtol=1e-5, atol=1e-6)}  # BEHAVIOUR.md §7
+
+
+@pytest.fixture
+def measuring(monkeypatch, tmp_path):
+    """Small problems measured (as big ones are), a plan file of the test's own, two threads."""
+    monkeypatch.setattr(cpu_plans, "MEASURE_MIN_WORK", 0)
+    monkeypatch.setattr(cpu_plans, "PROBE_WORK", 1)
+    monkeypatch.setattr(cpu_plans, "TRIAL_SECONDS", 0.0001)
+    monkeypatch.setenv("MLSTM_NUM_THREADS", "2")
+    monkeypatch.delenv("MLSTM_CPU_PLAN", raising=False)
+    path = tmp_path / "plans.json"
+    monkeypatch.setenv("MLSTM_CPU_CACHE", str(path))
+    cpu_plans.forget()
+    yield path
+    cpu_plans.forget()
+
+
+def engine_and_problem(dtype, H=40, B=3, T=12, C=5, seed=3):
+    args = random_problem(np.random.default_rng(seed), C=C, H=H, B=B, T=T, scale=0.3, dtype=dtype)
+    p = resolve(*args, "CBT")
+    eng = numpy_engine.prepare(p.weights, p.recurrent_weights, p.bias, "sigmoid", "tanh", p.dtype)
+    assert eng.loop is not None
+    return eng, p, args
+
+
+def run(eng, p):
+    y, h, c = eng.run(p.x, p.hidden_state, p.cell_state)
+    return p.restore(y, h, c)
+
+
+def assert_matches_reference(got, args, dtype):
+    for g, w in zip(got, reference_lstm(*args, "CBT")):
+        np.testing.assert_allclose(g, w, **TOL[dtype])
+
+
+@pytest.mark.parametrize("plan", ["serial", "single", "batch", "units"])
+@pytest.mark.parametrize("threads", ["2", "3"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("H,B", [(40, 3), (9, 20), (130, 1)])
+def test_every_plan_matches_reference(monkeypatch, plan, threads, dtype, H, B):
+    monkeypatch.setenv("MLSTM_CPU_PLAN", plan)
+    monkeypatch.setenv("MLSTM_NUM_THREADS", threads)
+    eng, p, args = engine_and_problem(dtype, H=H, B=B)
+    assert_matches_reference(run(eng, p), args, dtype)
+    assert eng.chosen_plan.kind == plan and eng.chosen_plan.source == "forced"
+    assert "plan=forced" in eng.detail and "blas=OpenBLAS" in eng.detail
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_measured_plan_is_right_and_kept(measuring, dtype):
+    eng, p, args = engine_and_problem(dtype)
+    first = run(eng, p)
+    assert eng.chosen_plan.source == "measured", eng.detail
+    assert "plan=measured (µs/step: single" in eng.detail, eng.detail
+    assert_matches_reference(first, args, dtype)
+    chosen = eng.chosen_plan
+    # The trial's output was thrown away: the first run is the chosen plan's, step for step, so a
+    # later run (which reuses the plan) gives the same bits.
+    again = run(eng, p)
+    assert eng.chosen_plan.source == "cached" and eng.chosen_plan.kind == chosen.kind
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    stored = json.loads(measuring.read_text())
+    assert stored["format"] == "mlstm-cpu-plans"
+    key = cpu_plans.plan_key(np.dtype(dtype), 3, 5, 40, 2)
+    assert cpu_plans.cpu_model() in key and np.dtype(dtype).name in key
+    assert stored["plans"][key]["plan"] == chosen.kind
+    cpu_plans.forget()  # a new process: the plan comes from the file
+    run(eng, p)
+    assert eng.chosen_plan.source == "cached" and eng.chosen_plan.kind == chosen.kind
+
+
+def test_blocked_run_gives_the_bits_of_one_call(measuring, monkeypatch):
+    """The pipeline's blocks (plan_steps = the whole run): the first block measures, every block
+    runs the plan chosen, and the result is bit for bit the one call's."""
+    args = random_problem(np.random.default_rng(5), C=4, H=40, B=3, T=40, scale=0.3, dtype=np.float64)
+    monkeypatch.setattr(numpy_engine, "BLOCK_BYTES", 3 * (4 + 160) * 8 * 4)  # 4 steps per projection block
+    opts = options.parse_options([("DataFormat", "CBT")])
+    blocked = api.compute(*args, opts, chunk_steps=8)
+    assert "plan=measured" in blocked.detail, blocked.detail
+    whole = api.compute(*args, opts)
+    assert "plan=cached" in whole.detail
+    for a, b in zip((blocked.Y, blocked.hiddenState, blocked.cellState), (whole.Y, whole.hiddenState, whole.cellState)):
+        np.testing.assert_array_equal(a, b)
+    assert_matches_reference((whole.Y, whole.hiddenState, whole.cellState), args, np.float64)
+
+
+def seed_file(path, key, plan="batch", threads=2):
+    data = {"format": "mlstm-cpu-plans", "version": 1, "plans": {key: {"plan": plan, "threads": threads}}}
+    path.write_text(json.dumps(data))
+
+
+def test_plan_file_is_read(measuring):
+    eng, p, args = engine_and_problem(np.float32)
+    seed_file(measuring, cpu_plans.plan_key(np.dtype(np.float32), 3, 5, 40, 2), "units", 2)
+    assert_matches_reference(run(eng, p), args, np.float32)
+    assert eng.chosen_plan.source == "cached" and eng.last_plan == "units split, 2 threads"
+    assert "plan=cached" in eng.detail
+
+
+@pytest.mark.parametrize(
+    "content,replaced",
+    [
+        ("{not json", True),  # corrupt: ours to replace
+        (b"\xff\xfe\x00garbage", True),
+        (json.dumps({"format": "someone-else", "plans": {}}), False),  # foreign: left alone
+        (json.dumps([1, 2, 3]), False),
+        (json.dumps({"format": "mlstm-cpu-plans", "version": 99, "plans": {}}), False),  # another version
+    ],
+)
+def test_bad_plan_file_is_ignored(measuring, content, replaced):
+    if isinstance(content, bytes):
+        measuring.write_bytes(content)
+    else:
+        measuring.write_text(content)
+    before = measuring.read_bytes()
+    eng, p, args = engine_and_problem(np.float64)
+    assert_matches_reference(run(eng, p), args, np.float64)
+    assert eng.chosen_plan.source == "measured"
+    if replaced:
+        assert json.loads(measuring.read_text())["format"] == "mlstm-cpu-plans"
+    else:
+        assert measuring.read_bytes() == before
+
+
+def test_unknown_entries_are_ignored(measuring):
+    key = cpu_plans.plan_key(np.dtype(np.float64), 3, 5, 40, 2)
+    for plan, threads in (("warp", 2), ("units", 1000), ("units", "2")):
+        cpu_plans.forget()
+        seed_file(measuring, key, plan, threads)
+        eng, p, _ = engine_and_problem(np.float64)
+        run(eng, p)
+        assert eng.chosen_plan.source == "measured", (plan, threads)
+
+
+def test_cache_off_and_default_place(measuring, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("MLSTM_CPU_CACHE", "0")
+    eng, p, _ = engine_and_problem(np.float64)
+    run(eng, p)
+    assert eng.chosen_plan.source == "measured"
+    assert not (tmp_path / "xdg").exists() and not measuring.exists()
+    cpu_plans.forget()
+    monkeypatch.delenv("MLSTM_CPU_CACHE")
+    run(eng, p)
+    assert json.loads((tmp_path / "xdg" / "mlstm" / "cpu-plans.json").read_text())["plans"]
+    cpu_plans.forget()
+    monkeypatch.setenv("MLSTM_CPU_CACHE", str(tmp_path / "a-file" / "below-a-file.json"))
+    (tmp_path / "a-file").write_text("")
+    run(eng, p)  # cannot be written: the run goes on
+    assert eng.chosen_plan.source == "measured"
+
+
+def test_small_runs_follow_the_rules_and_never_measure(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLSTM_CPU_CACHE", str(tmp_path / "plans.json"))
+    monkeypatch.delenv("MLSTM_CPU_PLAN", raising=False)
+    cpu_plans.forget()
+    eng, p, _ = engine_and_problem(np.float64)
+    run(eng, p)
+    assert eng.chosen_plan.source == "rule" and not (tmp_path / "plans.json").exists()
+
+
+def test_forced_plan_names_are_checked(monkeypatch):
+    monkeypatch.setenv("MLSTM_CPU_PLAN", "warp")
+    eng, p, _ = engine_and_problem(np.float64)
+    with pytest.raises(MlstmError, match="MLSTM_CPU_PLAN: expected one of auto, serial, single, batch, units"):
+        run(eng, p)
+
+
+def test_measure_keeps_the_fastest_and_the_simplest_on_a_tie():
+    plans = cpu_plans.candidates(batch=8, hidden=64, cores=4, max_unit_threads=64, blas_threads=4)
+    assert [(p.kind, p.threads) for p in plans] == [
+        ("single", 1),
+        ("serial", 1),
+        ("batch", 4),
+        ("units", 2),
+        ("units", 4),
+    ]
+    budgets = []
+
+    def trial(times):
+        def run_one(plan, budget):
+            budgets.append(budget)
+            t = times[(plan.kind, plan.threads)]
+            return None if t is None or (budget is not None and t > budget) else t
+
+        return run_one
+
+    times = {("single", 1): 1.0, ("serial", 1): 2.5, ("batch", 4): None, ("units", 2): 0.5, ("units", 4): 0.99}
+    chosen = cpu_plans.measure(plans, trial(times), steps=10)
+    assert (chosen.kind, chosen.threads, chosen.source) == ("units", 2, "measured")
+    assert budgets[0] is None and budgets[1] == 2.0  # a plan is stopped at twice the fastest so far
+    assert "serial >" in chosen.timings  # stopped: slower than its budget
+    times[("units", 2)] = 0.985  # within 3% of the fastest: the simpler plan wins
+    assert cpu_plans.measure(plans, trial(times), steps=10).kind == "single"
+    nothing = {k: None for k in times}
+    assert cpu_plans.measure(plans, trial(nothing), steps=10).kind == "serial"
+
+
+def test_a_trial_estimates_the_run_and_a_hopeless_one_ends_after_its_warm_up(monkeypatch):
+    """A trial (a warm-up, then about TRIAL_SECONDS timed) estimates the whole run; a plan whose
+    warm-up predicts more than 4 times the budget is not run through."""
+    import time
+
+    monkeypatch.setenv("MLSTM_NUM_THREADS", "2")
+    eng, p, _ = engine_and_problem(np.float32, H=256, B=1, T=4000, C=64)
+    plan = cpu_plans.Plan("single")
+    probe, most = cpu_plans.trial_steps(4000, 4000, 1 * 4 * 256 * (64 + 256))
+    assert most == 1000 and 1 <= probe < most
+    started = time.perf_counter()
+    estimate = eng._trial(plan, p.x[:most], p.hidden_state, p.cell_state, probe, 4000, budget=None)
+    spent = time.perf_counter() - started
+    assert estimate is not None and estimate > spent  # 4000 steps against at most 1000 + probe
+    started = time.perf_counter()
+    assert eng._trial(plan, p.x[:most], p.hidden_state, p.cell_state, probe, 4000, budget=estimate / 100) is None
+    assert time.perf_counter() - started < 0.5 * spent
+    assert cpu_plans.timed_steps(10, 0.001, 1000) == 100  # 10 ms at 0.1 ms a step
+    assert cpu_plans.timed_steps(10, 0.5, 1000) == 10 and cpu_plans.timed_steps(10, 1e-6, 50) == 50
+
+
+def test_verbose_run_names_the_plan_and_the_blas(tmp_path):
+    from conftest import run_mlstm
+
+    example = os.path.join(os.path.dirname(__file__), "..", "fixtures", "example", "input.mat")
+    env = {"MLSTM_PURE_NUMPY": "", "MLSTM_CPU_PLAN": "single"}
+    proc = run_mlstm("run", example, "-o", tmp_path / "o.mat", "-v", env=env, check=0)
+    assert "loop=compiled (serial, BLAS at 1 thread" in proc.stderr, proc.stderr
+    assert "plan=forced blas=OpenBLAS" in proc.stderr, proc.stderr
