@@ -77,18 +77,17 @@ def convert_file(
 
 
 def _check_weight_shapes(source: str, variables: dict[str, Any]) -> None:
-    """weights 4H x In, recurrentWeights 4H x H, bias 4H: the sizes lstm itself would demand."""
-    import numpy as np
-
-    from .formats import check_class, matlab_size
+    """The sizes lstm itself demands (formats.check_weights), H from recurrentWeights' columns."""
+    from .formats import check_class, check_weights
 
     W, R, b = (check_class(k, variables[k]) for k in ("weights", "recurrentWeights", "bias"))
-    hidden = R.shape[1] if R.ndim == 2 else 0
-    if R.ndim != 2 or R.shape[0] != 4 * hidden or hidden == 0:
-        raise MlstmError(f"{source}: variable 'recurrentWeights': expected size 4H-by-H, found {matlab_size(R.shape)}")
-    if W.ndim != 2 or W.shape[0] != 4 * hidden:
-        raise MlstmError(
-            f"{source}: variable 'weights': expected size {4 * hidden}-by-InputSize, found {matlab_size(W.shape)}"
-        )
-    if np.size(b) != 4 * hidden:
-        raise MlstmError(f"{source}: variable 'bias': expected {4 * hidden} elements, found {matlab_size(np.shape(b))}")
+    hidden = R.shape[1] if R.ndim == 2 and R.shape[1] > 0 else 0
+    input_size = W.shape[1] if W.ndim == 2 else 0
+    try:
+        if hidden == 0:
+            raise MlstmError(
+                "expected size 4H-by-H with H >= 1, found " + "x".join(map(str, R.shape)), "recurrentWeights"
+            )
+        check_weights(W, R, b, hidden, input_size, "recurrentWeights", "weights")
+    except MlstmError as err:
+        raise MlstmError(f"{source}: variable {err.argument!r}: {err.detail}") from None

@@ -269,6 +269,39 @@ class Sizes:
     hidden: int
 
 
+def check_weights(
+    weights: Any,
+    recurrentWeights: Any,
+    bias: Any,
+    hidden: int,
+    input_size: int,
+    hidden_from: str = "H0",
+    input_from: str = "X",
+) -> None:
+    """weights 4H-by-InputSize, recurrentWeights 4H-by-H, bias 4H: the sizes lstm demands, given H
+    (from ``hidden_from``) and InputSize (from ``input_from``)."""
+    gates = 4 * hidden
+    expected = {
+        "weights": (
+            (gates, input_size),
+            f"4H-by-InputSize = {gates}x{input_size} "
+            f"(H = {hidden} from {hidden_from}, InputSize = {input_size} from {input_from})",
+        ),
+        "recurrentWeights": ((gates, hidden), f"4H-by-H = {gates}x{hidden} (H = {hidden} from {hidden_from})"),
+    }
+    for name, a in (("weights", weights), ("recurrentWeights", recurrentWeights)):
+        want, text = expected[name]
+        if matlab_shape(a.shape) != want:
+            raise MlstmError(f"expected size {text}, found {matlab_size(a.shape)}", name)
+    bias_dims = _drop_trailing_singletons(tuple(bias.shape))
+    if bias_dims not in ((gates,), (1, gates)):
+        raise MlstmError(
+            f"expected a vector of length 4H = {gates} ({gates}x1 or 1x{gates}, H = {hidden} from {hidden_from}), "
+            f"found size {matlab_size(bias.shape)}",
+            "bias",
+        )
+
+
 def check_arguments(
     X: Any, H0: Any, C0: Any, weights: Any, recurrentWeights: Any, bias: Any, data_format: str | None
 ) -> Sizes:
@@ -312,25 +345,7 @@ def check_arguments(
                 name,
             )
 
-    gates = 4 * hidden
-    expected = {
-        "weights": (
-            (gates, input_size),
-            f"4H-by-InputSize = {gates}x{input_size} (H = {hidden} from H0, InputSize = {input_size} from X)",
-        ),
-        "recurrentWeights": ((gates, hidden), f"4H-by-H = {gates}x{hidden} (H = {hidden} from H0)"),
-    }
-    for name, a in (("weights", weights), ("recurrentWeights", recurrentWeights)):
-        want, text = expected[name]
-        if matlab_shape(a.shape) != want:
-            raise MlstmError(f"expected size {text}, found {matlab_size(a.shape)}", name)
-    bias_dims = _drop_trailing_singletons(tuple(bias.shape))
-    if bias_dims not in ((gates,), (1, gates)):
-        raise MlstmError(
-            f"expected a vector of length 4H = {gates} ({gates}x1 or 1x{gates}, H = {hidden} from H0), "
-            f"found size {matlab_size(bias.shape)}",
-            "bias",
-        )
+    check_weights(weights, recurrentWeights, bias, hidden, input_size)
     return Sizes(args, fmt, batch, input_size, hidden)
 
 

@@ -110,3 +110,17 @@ def test_python_api_does_what_the_commands_do(tmp_path, rng):
     assert result.ok
     scipy.io.savemat(tmp_path / "wrong.mat", dict(args, Y=y_ref * 1.01, hiddenState=h_ref, cellState=c_ref))
     assert not mlstm.check_files(str(tmp_path / "out" / "a.mat"), str(tmp_path / "wrong.mat")).ok
+
+
+def test_convert_to_onnx_checks_sizes_as_lstm_does(tmp_path):
+    scipy.io.savemat(
+        tmp_path / "w.mat", {"weights": np.ones((8, 3)), "recurrentWeights": np.ones((7, 2)), "bias": np.ones((8, 1))}
+    )
+    proc = run_mlstm("convert", "--to", "onnx", "w.mat", "-o", "m.onnx", cwd=tmp_path)
+    assert_one_line_error(proc, "w.mat", "'recurrentWeights'", "8x2", "7x2")
+    scipy.io.savemat(
+        tmp_path / "b.mat", {"weights": np.ones((8, 3)), "recurrentWeights": np.ones((8, 2)), "bias": np.ones((5, 1))}
+    )
+    proc = run_mlstm("convert", "--to", "onnx", "b.mat", "-o", "m.onnx", cwd=tmp_path)
+    assert_one_line_error(proc, "b.mat", "'bias'", "length 4H = 8", "5x1")
+    assert not (tmp_path / "m.onnx").exists()
