@@ -97,6 +97,13 @@ def progress_options(f: Any) -> Any:
     return f
 
 
+def layer_options(f: Any) -> Any:
+    """--node and --layer: which layer of a foreign weights file."""
+    f = click.option("--layer", metavar="K|NAME", help="PyTorch layer index K (*_lK) or Keras layer name.")(f)
+    f = click.option("--node", metavar="NAME", help="ONNX LSTM node name, or PyTorch module prefix.")(f)
+    return f
+
+
 def weights_options(f: Any) -> Any:
     f = click.option(
         "--weights",
@@ -105,9 +112,19 @@ def weights_options(f: Any) -> Any:
         help="weights, recurrentWeights, bias (and H0, C0, options) from this file, read once: MAT/HDF5 "
         "variables, an ONNX model, a PyTorch state dict (safetensors, .npz) or Keras weights (.keras, .h5).",
     )(f)
-    f = click.option("--layer", metavar="K|NAME", help="PyTorch layer index K (*_lK) or Keras layer name.")(f)
-    f = click.option("--node", metavar="NAME", help="ONNX LSTM node name, or PyTorch module prefix.")(f)
-    return f
+    return layer_options(f)
+
+
+def format_option(default: str | None, help: str) -> Any:
+    """--format mat|mat73|hdf5 (the output container)."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["mat", "mat73", "hdf5"], case_sensitive=False),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 hdf5_order_option = click.option(

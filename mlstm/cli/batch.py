@@ -5,20 +5,13 @@ from __future__ import annotations
 import click
 
 from ..inputs import split_tokens
-from .base import Shard, apply, cli, debug_option, echo_err, input_options, var_mapping, weights_options
+from .base import Shard, apply, cli, debug_option, echo_err, format_option, input_options, var_mapping, weights_options
 
 
 @cli.command()
 @click.argument("tokens", nargs=-1, metavar="INPUTS... [Name=Value]...")
 @click.option("--out-dir", required=True, metavar="DIR", help="Where the outputs go, one per input, same stem.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["mat", "mat73", "hdf5"], case_sensitive=False),
-    default="mat",
-    show_default=True,
-    help="Output format (.mat for mat and mat73, .h5 for hdf5).",
-)
+@format_option("mat", "Output format (.mat for mat and mat73, .h5 for hdf5).")
 @click.option(
     "--shard", type=Shard(), metavar="K/N", help="Run the K-th of N disjoint shares of the sorted inputs (1-based)."
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .base import cli, debug_option, echo_err, hdf5_order_option
+from .base import cli, debug_option, echo_err, format_option, hdf5_order_option, layer_options
 
 
 @cli.command()
@@ -25,21 +25,14 @@ from .base import cli, debug_option, echo_err, hdf5_order_option
     show_default=True,
     help="matlab: MATLAB-layout variables; onnx: a one-node ONNX LSTM from MATLAB-layout weights in IN.",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["mat", "mat73", "hdf5"], case_sensitive=False),
-    default=None,
-    help="Output format for --to matlab (default: from the extension).",
-)
+@format_option(None, "Output format for --to matlab (default: from the extension).")
 @click.option(
     "--dtype",
     type=click.Choice(["single", "double"], case_sensitive=False),
     default=None,
     help="Class of the weights --to onnx writes [default: single: ONNX Runtime's LSTM runs float32 only].",
 )
-@click.option("--node", metavar="NAME", help="ONNX LSTM node name, or PyTorch module prefix.")
-@click.option("--layer", metavar="K|NAME", help="PyTorch layer index K (*_lK) or Keras layer name.")
+@layer_options
 @hdf5_order_option
 @debug_option
 def convert(

@@ -5,19 +5,23 @@ from __future__ import annotations
 import click
 
 from ..inputs import split_tokens
-from .base import apply, cli, debug_option, echo_err, input_options, progress_options, var_mapping, weights_options
+from .base import (
+    apply,
+    cli,
+    debug_option,
+    echo_err,
+    format_option,
+    input_options,
+    progress_options,
+    var_mapping,
+    weights_options,
+)
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.argument("tokens", nargs=-1, metavar="INPUT... [Name=Value]...")
 @click.option("-o", "--output", required=True, metavar="OUTPUT", help="Output file (.mat, .h5, .hdf5) or - for stdout.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["mat", "mat73", "hdf5"], case_sensitive=False),
-    default=None,
-    help="Output format (default: from the extension; MAT v7 for -o -).",
-)
+@format_option(None, "Output format (default: from the extension; MAT v7 for -o -).")
 @apply(input_options)
 @click.option(
     "--chunk-steps",
