@@ -50,6 +50,7 @@ class WriteBehind:
         self._write = write
         self._queue: Any = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
+        self._done = threading.Event()
         self.seconds = 0.0
         self._thread = threading.Thread(target=self._loop, name="mlstm-write-behind", daemon=True)
         self._thread.start()
@@ -60,6 +61,7 @@ class WriteBehind:
         while True:
             item = self._queue.get()
             if item is None:
+                self._done.set()
                 return
             if self._error is not None:
                 continue  # drain: after an error nothing more is written
@@ -81,9 +83,21 @@ class WriteBehind:
     def finish(self) -> None:
         """Wait for every queued write; raise the first write error. Always call (``finally``):
         the file must not be closed while a write runs."""
-        self._queue.put(None)
-        while self._thread.is_alive():  # an Event-like wait that a signal cannot cut short unseen
-            self._thread.join(0.05)
+        interrupted: BaseException | None = None
+        while True:  # the end marker must go in, whatever signal arrives while the queue is full
+            try:
+                self._queue.put(None)
+                break
+            except BaseException as exc:
+                interrupted = interrupted or exc
+        while True:  # on an Event: Python 3.11's Thread.join can call a running thread finished
+            try:
+                if self._done.wait(0.05):
+                    break
+            except BaseException as exc:  # a signal now: still wait, the file closes after us
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
         self._raise()
 
 
