@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import MlstmError
+from .errors import MlstmError, failure_text
 
 EXTENSIONS = {"mat": ".mat", "mat73": ".mat", "hdf5": ".h5"}
 
@@ -274,10 +274,7 @@ class Batch:
                             YFormat=result.y_format,
                         )
                     except Exception as err:  # noqa: BLE001 - one input's failure never stops the others
-                        text = (
-                            str(err) if isinstance(err, MlstmError) else f"internal error {type(err).__name__}: {err}"
-                        )
-                        message = " ".join(text.split())
+                        message = failure_text(err)
                         if not message.startswith(job.input):
                             message = f"{job.input}: {message}"
                         record.update(status="failed", error=message)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .compare import COMPARED, compare_outputs
-from .errors import MlstmError
+from .errors import MlstmError, failure_text
 from .inputs import Inputs
 from .options import parse_options
 from .runfile import class_name, output_variables
@@ -269,8 +269,7 @@ def verify_file(
             notes = found.summary(os.path.basename(path))
         return VerifyRecord(path, status, detail, record, notes)
     except Exception as err:  # noqa: BLE001 - every file gets its record, whatever happens to one
-        text = str(err) if isinstance(err, MlstmError) else f"internal error {type(err).__name__}: {err}"
-        detail = " ".join(text.split())
+        detail = failure_text(err)
         record.update(status="error", error=detail)
         return VerifyRecord(path, "error", detail, record)
 

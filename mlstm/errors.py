@@ -24,5 +24,12 @@ class MlstmError(ValueError):
         super().__init__(f"{argument}: {detail}" if argument else detail)
 
 
+def failure_text(err: BaseException) -> str:
+    """One line for a failure that ends one input of many (batch, verify): an MlstmError's own
+    text, anything else named as an internal error."""
+    text = str(err) if isinstance(err, MlstmError) else f"internal error {type(err).__name__}: {err}"
+    return " ".join(text.split())
+
+
 class MlstmTypeError(MlstmError, TypeError):
     """An input of the wrong class (integer, complex, char, cell, ...)."""

@@ -46,16 +46,20 @@ def split_tokens(tokens: tuple[str, ...]) -> tuple[list[str], list[tuple[str, st
     return inputs, pairs
 
 
+def parse_var(item: str) -> tuple[str, str]:
+    """One ``--var ROLE=NAME`` value -> (role, variable name); the role case-insensitive."""
+    role, sep, name = item.partition("=")
+    key = ROLE_LOOKUP.get(role.strip().lower())
+    if not sep or not name or key is None:
+        raise MlstmError(f"expected ROLE=NAME with ROLE one of {', '.join(ARGUMENT_NAMES)}, found {item!r}", "--var")
+    return key, name
+
+
 def parse_var_mappings(mappings: tuple[str, ...]) -> dict[str, str]:
-    """``--var ROLE=NAME`` values -> {role: variable name}."""
+    """``--var ROLE=NAME`` values -> {role: variable name}; a role mapped twice is an error."""
     out: dict[str, str] = {}
     for item in mappings:
-        role, sep, name = item.partition("=")
-        key = ROLE_LOOKUP.get(role.strip().lower())
-        if not sep or not name or key is None:
-            raise MlstmError(
-                f"expected ROLE=NAME with ROLE one of {', '.join(ARGUMENT_NAMES)}, found {item!r}", "--var"
-            )
+        key, name = parse_var(item)
         if key in out:
             raise MlstmError(f"role {key} mapped twice ({out[key]!r} and {name!r})", "--var")
         out[key] = name

@@ -8,7 +8,7 @@ import click
 
 from .. import __version__
 from ..errors import MlstmError
-from ..inputs import ROLE_LOOKUP
+from ..inputs import parse_var
 
 # click >= 8.2 raises this for a bare `mlstm`; older click printed the help itself.
 NO_COMMAND = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -19,16 +19,12 @@ class VarMapping(click.ParamType):
 
     name = "ROLE=NAME"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, str]:
-        if isinstance(value, tuple):
-            return value
-        role, sep, name = str(value).partition("=")
-        key = ROLE_LOOKUP.get(role.strip().lower())
-        if not sep or not name or key is None:
-            self.fail(
-                f"expected ROLE=NAME with ROLE one of {', '.join(ROLE_LOOKUP.values())}, found {value!r}", param, ctx
-            )
-        return key, name
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        try:
+            parse_var(str(value))
+        except MlstmError as err:
+            self.fail(err.detail, param, ctx)
+        return str(value)
 
 
 class Shard(click.ParamType):
@@ -44,16 +40,6 @@ class Shard(click.ParamType):
         except MlstmError as err:
             self.fail(err.detail, param, ctx)
         return str(value)
-
-
-def var_mapping(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    """{role: name} from ``--var`` values; a role mapped twice is an error."""
-    out: dict[str, str] = {}
-    for role, name in pairs:
-        if role in out:
-            raise MlstmError(f"role {role} mapped twice ({out[role]!r} and {name!r})", "--var")
-        out[role] = name
-    return out
 
 
 def debug_option(f: Any) -> Any:

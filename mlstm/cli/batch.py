@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..inputs import split_tokens
-from .base import Shard, apply, cli, debug_option, echo_err, format_option, input_options, var_mapping, weights_options
+from ..inputs import parse_var_mappings, split_tokens
+from .base import Shard, apply, cli, debug_option, echo_err, format_option, input_options, weights_options
 
 
 @cli.command()
@@ -36,7 +36,7 @@ def batch(
     summary_path: str | None,
     node: str | None,
     layer: str | None,
-    var_mappings: tuple[tuple[str, str], ...],
+    var_mappings: tuple[str, ...],
     hdf5_order: str,
     engine: str,
     dry_run: bool,
@@ -63,7 +63,7 @@ def batch(
         layer=layer,
         output_format=output_format,
         shard=shard,
-        var=var_mapping(var_mappings),
+        var=parse_var_mappings(var_mappings),
         options=pairs,
         hdf5_order=hdf5_order,
         engine=engine,

@@ -8,7 +8,7 @@ import os
 import click
 
 from ..errors import MlstmError
-from ..inputs import split_tokens
+from ..inputs import parse_var_mappings, split_tokens
 from .base import (
     apply,
     cli,
@@ -19,7 +19,6 @@ from .base import (
     input_options,
     plot_options,
     tolerance_options,
-    var_mapping,
 )
 
 
@@ -71,7 +70,7 @@ def check(
     as_json: bool,
     diagnose: bool,
     input_paths: tuple[str, ...],
-    var_mappings: tuple[tuple[str, str], ...],
+    var_mappings: tuple[str, ...],
     plot_path: str | None,
     obs: int | None,
     size: str | None,
@@ -102,7 +101,7 @@ def check(
         atol,
         diagnose=diagnose,
         inputs=input_paths,
-        var=var_mapping(var_mappings),
+        var=parse_var_mappings(var_mappings),
         options=pairs,
         plot=plot_path,
         obs=obs,
@@ -134,7 +133,7 @@ def verify(
     atol: float | None,
     as_json: bool,
     diagnose: bool,
-    var_mappings: tuple[tuple[str, str], ...],
+    var_mappings: tuple[str, ...],
     hdf5_order: str,
     engine: str,
     debug: bool,
@@ -156,7 +155,7 @@ def verify(
     counts = {"ok": 0, "differ": 0, "error": 0}
     records = verify_files(
         paths,
-        var=var_mapping(var_mappings),
+        var=parse_var_mappings(var_mappings),
         options=pairs,
         rtol=rtol,
         atol=atol,

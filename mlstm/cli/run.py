@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..inputs import split_tokens
+from ..inputs import parse_var_mappings, split_tokens
 from .base import (
     apply,
     cli,
@@ -13,7 +13,6 @@ from .base import (
     format_option,
     input_options,
     progress_options,
-    var_mapping,
     weights_options,
 )
 
@@ -45,7 +44,7 @@ def run(
     tokens: tuple[str, ...],
     output: str,
     output_format: str | None,
-    var_mappings: tuple[tuple[str, str], ...],
+    var_mappings: tuple[str, ...],
     hdf5_order: str,
     engine: str,
     chunk_steps: int | None,
@@ -77,7 +76,7 @@ def run(
             weights=weights_path,
             node=node,
             layer=layer,
-            var=var_mapping(var_mappings),
+            var=parse_var_mappings(var_mappings),
             output_format=output_format,
             hdf5_order=hdf5_order,
             engine=engine,
