@@ -221,7 +221,9 @@ def test_signal_stops_the_compiled_loop_promptly(long_run, plan, signum, status)
     assert stderr.strip().splitlines() == [
         f"mlstm: interrupted by {signal.Signals(signum).name}; no output was written"
     ]
-    assert latency < 0.5, f"took {latency:.2f} s to stop"
+    # Measured 0.1-0.3 s; the run itself takes tens of seconds. The bound only tells "stopped
+    # within a few steps" from "ran on to the end", with room for a loaded CI machine.
+    assert latency < 5.0, f"took {latency:.2f} s to stop"
 
 
 def test_sigint_during_a_streamed_hdf5_run_is_not_swallowed(long_run):
@@ -233,7 +235,7 @@ def test_sigint_during_a_streamed_hdf5_run_is_not_swallowed(long_run):
         long_run, signal.SIGINT, ["long.h5", "DataFormat=CBT", "--chunk-steps", "500", "--format", "mat73"]
     )
     assert code == 130, stderr
-    assert latency < 1.0  # a block of Y is written and the v7.3 file closed on the way out
+    assert latency < 5.0  # a block of Y is written and the v7.3 file closed on the way out
 
 
 # ---------------------------------------------------------------- a reader that goes away
