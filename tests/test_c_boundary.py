@@ -89,6 +89,8 @@ def serial_args(loop, dtype, T=4, B=2, In=3, H=5, block=2):
         w=np.zeros((4 * H, In), d),
         bias=np.zeros(4 * H, d),
         r=np.zeros((4 * H, H), d),
+        rp=None,
+        rp_len=0,
         h0=np.zeros((B, H), d),
         c=np.zeros((B, H), d),
         y=np.zeros((T, B, H), d),
@@ -120,6 +122,11 @@ def serial_args(loop, dtype, T=4, B=2, In=3, H=5, block=2):
         (dict(gate=2**40), "does not fit a C int"),
         (dict(block=0), "out of range"),
         (dict(bogus=1), "unknown ['bogus']"),
+        (dict(rp_len=3), "rp is NULL with a nonzero length"),
+        (dict(rp=np.zeros(8), rp_len=9), "argument rp: expected a C-contiguous float64 array of shape (9,)"),
+        (dict(rp=np.zeros(8, np.float32), rp_len=8), "argument rp: expected a C-contiguous float64"),
+        # an array of the length it says, but not the length the C reads for H = 5: refused in C
+        (dict(rp=np.zeros(8), rp_len=8), "refused its sizes"),
     ],
 )
 def test_every_argument_is_checked_before_c(change, message):
@@ -142,6 +149,26 @@ def test_read_only_output_and_missing_arguments_are_refused():
     del missing["stop"]
     with pytest.raises(MlstmError, match=r"missing arguments \['stop'\]"):
         loop.serial(**missing)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_packed_call_computes_what_the_blas_call_computes(dtype):
+    loop = numpy_engine.compiled_loop()[np.dtype(dtype)]
+    rng = np.random.default_rng(3)
+    runs = []
+    for packed in (False, True):
+        args = serial_args(loop, dtype, T=6, B=7, In=3, H=37, block=4)
+        for name in ("x", "w", "bias", "r", "h0", "c"):
+            args[name][...] = rng.standard_normal(args[name].shape) * 0.3
+        rng = np.random.default_rng(3)  # the same numbers for both calls
+        if packed:
+            args["rp"] = loop.packed.pack(args["r"], 1)
+            args["rp_len"] = args["rp"].size
+        assert loop.serial(**args) == 0
+        runs.append(args["y"])
+    tol = dict(rtol=2e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(runs[1], runs[0], **tol)
 
 
 @needs_c

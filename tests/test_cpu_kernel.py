@@ -57,9 +57,11 @@ def test_both_loops_match_reference(compiled, gate, state, dtype, H, B):
 @pytest.mark.parametrize("threads", ["2", "3"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("H,B", [(8, 19), (37, 1), (40, 3), (256, 20)])
-def test_threaded_splits_match_reference(monkeypatch, plan, threads, dtype, H, B):
+@pytest.mark.parametrize("kernel", ["blas", "packed"])
+def test_threaded_splits_match_reference(monkeypatch, plan, threads, dtype, H, B, kernel):
     # Threads split the batch (each runs whole observations) or the hidden units (a barrier per step);
     # 3 threads on 2 cores also checks that the barrier survives a descheduled partner.
+    monkeypatch.setenv("MLSTM_CPU_KERNEL", kernel)
     monkeypatch.setenv("MLSTM_NUM_THREADS", threads)
     monkeypatch.setenv("MLSTM_CPU_PLAN", plan)
     args = random_problem(np.random.default_rng(9), C=4, H=H, B=B, T=12, scale=0.4 if H < 100 else 0.08, dtype=dtype)
@@ -151,9 +153,11 @@ def test_random_shapes_every_plan_against_reference(monkeypatch):
         st.sampled_from(["tanh", "softsign", "relu"]),
         st.sampled_from([np.float64, np.float32]),
         st.integers(0, 2**31),
+        st.sampled_from(["blas", "packed"]),
     )
-    def check(C, H, B, T, plan, gate, state, dtype, seed):
+    def check(C, H, B, T, plan, gate, state, dtype, seed, kernel):
         monkeypatch.setenv("MLSTM_CPU_PLAN", plan)
+        monkeypatch.setenv("MLSTM_CPU_KERNEL", kernel)
         monkeypatch.setenv("MLSTM_NUM_THREADS", "2")
         args = random_problem(np.random.default_rng(seed), C=C, H=H, B=B, T=T, scale=0.3, dtype=dtype)
         (Y, h, c), _ = run_engine(args, True, gate, state)

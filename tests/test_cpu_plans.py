@@ -83,7 +83,7 @@ def test_measured_plan_is_right_and_kept(measuring, dtype):
         np.testing.assert_array_equal(a, b)
     stored = json.loads(measuring.read_text())
     assert stored["format"] == "mlstm-cpu-plans"
-    key = cpu_plans.plan_key(np.dtype(dtype), 3, 5, 40, 2)
+    key = key_for(dtype)
     assert cpu_plans.cpu_model() in key and np.dtype(dtype).name in key
     assert stored["plans"][key]["plan"] == chosen.kind
     cpu_plans.forget()  # a new process: the plan comes from the file
@@ -106,14 +106,21 @@ def test_blocked_run_gives_the_bits_of_one_call(measuring, monkeypatch):
     assert_matches_reference((whole.Y, whole.hiddenState, whole.cellState), args, np.float64)
 
 
+def key_for(dtype, B=3, C=5, H=40, threads=2):
+    """The plan file's key for engine_and_problem's shape, with the recurrent kernel that runs it
+    (packed by default: 4H * H * B is past the inline size)."""
+    isa = numpy_engine.compiled_loop()[np.dtype(dtype)].packed.isa
+    return cpu_plans.plan_key(np.dtype(dtype), B, C, H, threads, f"packed {isa}")
+
+
 def seed_file(path, key, plan="batch", threads=2):
-    data = {"format": "mlstm-cpu-plans", "version": 1, "plans": {key: {"plan": plan, "threads": threads}}}
+    data = {"format": "mlstm-cpu-plans", "version": 2, "plans": {key: {"plan": plan, "threads": threads}}}
     path.write_text(json.dumps(data))
 
 
 def test_plan_file_is_read(measuring):
     eng, p, args = engine_and_problem(np.float32)
-    seed_file(measuring, cpu_plans.plan_key(np.dtype(np.float32), 3, 5, 40, 2), "units", 2)
+    seed_file(measuring, key_for(np.float32), "units", 2)
     assert_matches_reference(run(eng, p), args, np.float32)
     assert eng.chosen_plan.source == "cached" and eng.last_plan == "units split, 2 threads"
     assert "plan=cached" in eng.detail
@@ -126,7 +133,8 @@ def test_plan_file_is_read(measuring):
         (b"\xff\xfe\x00garbage", True),
         (json.dumps({"format": "someone-else", "plans": {}}), False),  # foreign: left alone
         (json.dumps([1, 2, 3]), False),
-        (json.dumps({"format": "mlstm-cpu-plans", "version": 99, "plans": {}}), False),  # another version
+        (json.dumps({"format": "mlstm-cpu-plans", "version": 99, "plans": {}}), False),  # a newer version
+        (json.dumps({"format": "mlstm-cpu-plans", "version": 1, "plans": {}}), True),  # older: stale
     ],
 )
 def test_bad_plan_file_is_ignored(measuring, content, replaced):
@@ -145,7 +153,7 @@ def test_bad_plan_file_is_ignored(measuring, content, replaced):
 
 
 def test_unknown_entries_are_ignored(measuring):
-    key = cpu_plans.plan_key(np.dtype(np.float64), 3, 5, 40, 2)
+    key = key_for(np.float64)
     for plan, threads in (("warp", 2), ("units", 1000), ("units", "2")):
         cpu_plans.forget()
         seed_file(measuring, key, plan, threads)
@@ -252,4 +260,19 @@ def test_verbose_run_names_the_plan_and_the_blas(tmp_path):
     env = {"MLSTM_PURE_NUMPY": "", "MLSTM_CPU_PLAN": "single"}
     proc = run_mlstm("run", example, "-o", tmp_path / "o.mat", "-v", env=env, check=0)
     assert "loop=compiled (serial, BLAS at 1 thread" in proc.stderr, proc.stderr
-    assert "plan=forced blas=OpenBLAS" in proc.stderr, proc.stderr
+    assert "plan=forced recurrent=inline blas=OpenBLAS" in proc.stderr, proc.stderr
+
+
+def test_plans_are_remembered_per_recurrent_kernel(measuring, monkeypatch):
+    """A plan measured with the BLAS computing the recurrent product is not reused for the packed
+    kernel (their speeds differ), and -v says which computed it."""
+    monkeypatch.setenv("MLSTM_CPU_KERNEL", "blas")
+    eng, p, args = engine_and_problem(np.float64)
+    assert_matches_reference(run(eng, p), args, np.float64)
+    assert eng.chosen_plan.source == "measured" and "recurrent=blas gemm" in eng.detail
+    monkeypatch.delenv("MLSTM_CPU_KERNEL")
+    eng, p, args = engine_and_problem(np.float64)
+    assert_matches_reference(run(eng, p), args, np.float64)
+    assert eng.chosen_plan.source == "measured" and "recurrent=packed " in eng.detail
+    stored = json.loads(measuring.read_text())["plans"]
+    assert sorted(k.rsplit("| ", 1)[1] for k in stored) == sorted(["recurrent blas", f"recurrent {eng.last_kernel}"])

@@ -226,6 +226,193 @@ MLSTM_INLINE float tanh_f(float x) {
 DEFINE_CELLS(f32, float, exp_f, tanh_f)
 DEFINE_CELLS(f64, double, exp_d, tanh_d)
 
+/* ---------------------------------------------------------------- the packed recurrent product */
+
+/* Per step the recurrent product z (B x 4H) += h (B x H) R' reads the same R every step. A BLAS
+ * gemm packs R into its micro-kernel's panel layout on every call (OpenBLAS: ~a quarter of the
+ * step at B = 32, H = 128); here R is packed once per run and a register-blocked FMA kernel reads
+ * the panels directly. Panels of NR columns of R' (NR rows of R), stored k-major: panel p holds
+ * R[p*NR + c][q] at (p*k + q)*NR + c, zero past the last row, so every panel is full width.
+ * A tile is MR rows of h by one panel: MR*NV vector accumulators, NV vector loads and MR
+ * broadcasts per q. Variants: AVX-512 (NR = 64 floats / 32 doubles), AVX2+FMA (16 / 8), and
+ * plain C (8 / 4) elsewhere; chosen once at run time from the CPU's features. Each element of z
+ * is one FMA chain over q in order, so the result does not depend on B, the tile or the thread
+ * that computes it (the unit split and the batch split give the serial loop's bits). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MLSTM_X86_KERNELS 1
+#include <immintrin.h>
+#endif
+
+#define PACKED_MR 6
+
+typedef struct {
+    long nr; /* panel width in elements */
+    void (*gemm)(const void *packed, long n, long k, const void *h, long b, void *z, long ldz);
+} packed_kernel;
+
+#define DEFINE_PACK(NAME, REAL)                                                                            \
+    static void NAME##_pack_nr(const REAL *r, long n, long k, REAL *packed, long nr) {                     \
+        for (long p = 0; p < (n + nr - 1) / nr; ++p)                                                        \
+            for (long q = 0; q < k; ++q)                                                                    \
+                for (long c = 0; c < nr; ++c) {                                                             \
+                    const long row = p * nr + c;                                                            \
+                    packed[(p * k + q) * nr + c] = row < n ? r[row * k + q] : (REAL)0;                      \
+                }                                                                                           \
+    }
+DEFINE_PACK(f32, float)
+DEFINE_PACK(f64, double)
+
+/* One tile: mr (<= PACKED_MR, a constant after inlining) rows of h against one panel; ncols of
+ * its NR columns are real. */
+#define DEFINE_PACKED_KERNEL(NAME, REAL, TARGET, VEC, W, NV, LOADU, STOREU, SET1, FMADD, ADD, ZERO)          \
+    TARGET static inline __attribute__((always_inline)) void NAME##_tile(                                   \
+        const REAL *restrict panel, long k, const REAL *restrict h, long ldh, REAL *restrict z, long ldz,   \
+        long ncols, const int mr) {                                                                         \
+        VEC acc[PACKED_MR][NV];                                                                             \
+        for (int i = 0; i < PACKED_MR; ++i)                                                                 \
+            for (int v = 0; v < NV; ++v) acc[i][v] = ZERO();                                                \
+        for (long q = 0; q < k; ++q) {                                                                      \
+            VEC b[NV];                                                                                      \
+            for (int v = 0; v < NV; ++v) b[v] = LOADU(panel + q * (W * NV) + v * W);                        \
+            for (int i = 0; i < mr; ++i) {                                                                  \
+                const VEC a = SET1(h[i * ldh + q]);                                                         \
+                for (int v = 0; v < NV; ++v) acc[i][v] = FMADD(a, b[v], acc[i][v]);                         \
+            }                                                                                               \
+        }                                                                                                   \
+        if (ncols == W * NV) {                                                                              \
+            for (int i = 0; i < mr; ++i)                                                                    \
+                for (int v = 0; v < NV; ++v)                                                                \
+                    STOREU(z + i * ldz + v * W, ADD(LOADU(z + i * ldz + v * W), acc[i][v]));                 \
+        } else {                                                                                            \
+            REAL tail[W * NV];                                                                              \
+            for (int i = 0; i < mr; ++i) {                                                                  \
+                for (int v = 0; v < NV; ++v) STOREU(tail + v * W, acc[i][v]);                               \
+                for (long c = 0; c < ncols; ++c) z[i * ldz + c] += tail[c];                                 \
+            }                                                                                               \
+        }                                                                                                   \
+    }                                                                                                       \
+    TARGET static void NAME##_gemm(const void *packed_, long n, long k, const void *h_, long b, void *z_,   \
+                                   long ldz) {                                                              \
+        const REAL *packed = (const REAL *)packed_, *h = (const REAL *)h_;                                  \
+        REAL *z = (REAL *)z_;                                                                               \
+        const long nr = W * NV;                                                                             \
+        for (long p = 0; p * nr < n; ++p) {                                                                 \
+            const REAL *panel = packed + p * k * nr;                                                        \
+            const long ncols = n - p * nr < nr ? n - p * nr : nr;                                           \
+            REAL *zp = z + p * nr;                                                                          \
+            long i = 0;                                                                                     \
+            for (; i + PACKED_MR <= b; i += PACKED_MR)                                                      \
+                NAME##_tile(panel, k, h + i * k, k, zp + i * ldz, ldz, ncols, PACKED_MR);                   \
+            switch (b - i) {                                                                                \
+                case 5: NAME##_tile(panel, k, h + i * k, k, zp + i * ldz, ldz, ncols, 5); break;            \
+                case 4: NAME##_tile(panel, k, h + i * k, k, zp + i * ldz, ldz, ncols, 4); break;            \
+                case 3: NAME##_tile(panel, k, h + i * k, k, zp + i * ldz, ldz, ncols, 3); break;            \
+                case 2: NAME##_tile(panel, k, h + i * k, k, zp + i * ldz, ldz, ncols, 2); break;            \
+                case 1: NAME##_tile(panel, k, h + i * k, k, zp + i * ldz, ldz, ncols, 1); break;            \
+                default: break;                                                                             \
+            }                                                                                               \
+        }                                                                                                   \
+    }
+
+/* Plain C: "vectors" of one element, NV of them per row (GCC vectorises what it can). */
+#define PLAIN_LOADU(p) (*(p))
+#define PLAIN_STOREU(p, v) (*(p) = (v))
+#define PLAIN_SET1(x) (x)
+#define PLAIN_FMADD(a, b, c) ((a) * (b) + (c))
+#define PLAIN_ADD(a, b) ((a) + (b))
+#define PLAIN_ZERO() 0
+#define NO_TARGET
+DEFINE_PACKED_KERNEL(plain_f32, float, NO_TARGET, float, 1, 8, PLAIN_LOADU, PLAIN_STOREU, PLAIN_SET1, PLAIN_FMADD,
+                     PLAIN_ADD, PLAIN_ZERO)
+DEFINE_PACKED_KERNEL(plain_f64, double, NO_TARGET, double, 1, 4, PLAIN_LOADU, PLAIN_STOREU, PLAIN_SET1, PLAIN_FMADD,
+                     PLAIN_ADD, PLAIN_ZERO)
+
+#ifdef MLSTM_X86_KERNELS
+#define T512 __attribute__((target("avx512f")))
+#define T256 __attribute__((target("avx2,fma")))
+DEFINE_PACKED_KERNEL(avx512_f32, float, T512, __m512, 16, 4, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,
+                     _mm512_fmadd_ps, _mm512_add_ps, _mm512_setzero_ps)
+DEFINE_PACKED_KERNEL(avx512_f64, double, T512, __m512d, 8, 4, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd,
+                     _mm512_fmadd_pd, _mm512_add_pd, _mm512_setzero_pd)
+DEFINE_PACKED_KERNEL(avx2_f32, float, T256, __m256, 8, 2, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
+                     _mm256_fmadd_ps, _mm256_add_ps, _mm256_setzero_ps)
+DEFINE_PACKED_KERNEL(avx2_f64, double, T256, __m256d, 4, 2, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd,
+                     _mm256_fmadd_pd, _mm256_add_pd, _mm256_setzero_pd)
+#endif
+
+/* The kernel for this CPU (MLSTM_PACKED_ISA=avx512|avx2|plain, read once per process, narrows it:
+ * for tests). Fixed for the process, so a packed copy made earlier always fits the kernel. */
+static packed_kernel choose_packed_kernel(int f64) {
+    const char *want = getenv("MLSTM_PACKED_ISA");
+#ifdef MLSTM_X86_KERNELS
+    __builtin_cpu_init();
+    const int any = want == NULL || want[0] == '\0';
+    if ((any || strcmp(want, "avx512") == 0) && __builtin_cpu_supports("avx512f"))
+        return f64 ? (packed_kernel){32, avx512_f64_gemm} : (packed_kernel){64, avx512_f32_gemm};
+    if ((any || strcmp(want, "avx512") == 0 || strcmp(want, "avx2") == 0) && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+        return f64 ? (packed_kernel){8, avx2_f64_gemm} : (packed_kernel){16, avx2_f32_gemm};
+#else
+    (void)want;
+#endif
+    return f64 ? (packed_kernel){4, plain_f64_gemm} : (packed_kernel){8, plain_f32_gemm};
+}
+
+static packed_kernel packed_kernel_for(int f64) {
+    static packed_kernel chosen[2]; /* a benign race: every thread computes the same value */
+    if (chosen[f64].gemm == NULL) chosen[f64] = choose_packed_kernel(f64);
+    return chosen[f64];
+}
+
+/* R (4H x H) packed for the loops: rows split into nslices slices as the unit split splits them
+ * (slice s: rows 4*(H*s/nslices) .. 4*(H*(s+1)/nslices), each slice packed on its own); nslices
+ * = 1 for the other loops. */
+static long packed_slice_offset(long H, int nslices, int s, long nr) {
+    long offset = 0;
+    for (int i = 0; i < s; ++i) {
+        const long rows = 4 * (H * (i + 1) / nslices - H * i / nslices);
+        offset += (rows + nr - 1) / nr * nr * H;
+    }
+    return offset;
+}
+
+/* Exported for the tests and benchmarks/bench_kernels.py; the loops below call the kernel directly. */
+#define DEFINE_PACKED_EXPORTS(NAME, REAL, F64)                                                              \
+    long mlstm_packed_size_##NAME(long n, long k) {                                                         \
+        const long nr = packed_kernel_for(F64).nr;                                                          \
+        return (n + nr - 1) / nr * nr * k;                                                                  \
+    }                                                                                                       \
+    void mlstm_pack_##NAME(const REAL *r, long n, long k, REAL *packed) {                                   \
+        NAME##_pack_nr(r, n, k, packed, packed_kernel_for(F64).nr);                                         \
+    }                                                                                                       \
+    void mlstm_packed_gemm_##NAME(const REAL *packed, long n, long k, const REAL *h, long b, REAL *z, long ldz) { \
+        packed_kernel_for(F64).gemm(packed, n, k, h, b, z, ldz);                                            \
+    }                                                                                                       \
+    const char *mlstm_packed_isa_##NAME(void) {                                                             \
+        const long nr = packed_kernel_for(F64).nr;                                                          \
+        return nr == (F64 ? 32 : 64) ? "avx512" : nr == (F64 ? 8 : 16) ? "avx2" : "plain";                  \
+    }
+DEFINE_PACKED_EXPORTS(f32, float, 0)
+DEFINE_PACKED_EXPORTS(f64, double, 1)
+
+/* The packed R the loops take (rp, rp_len elements): its size, and packing it. */
+#define DEFINE_PACK_ROWS(NAME, REAL, F64)                                                                   \
+    long mlstm_packed_rows_size_##NAME(long H, int nslices) {                                               \
+        return nslices < 1 ? -1 : packed_slice_offset(H, nslices, nslices, packed_kernel_for(F64).nr);      \
+    }                                                                                                       \
+    void mlstm_pack_rows_##NAME(const REAL *r, long H, int nslices, REAL *packed) {                         \
+        const long nr = packed_kernel_for(F64).nr;                                                          \
+        for (int s = 0; s < nslices; ++s) {                                                                 \
+            const long first = 4 * (H * s / nslices), rows = 4 * (H * (s + 1) / nslices) - first;           \
+            NAME##_pack_nr(r + first * H, rows, H, packed + packed_slice_offset(H, nslices, s, nr), nr);    \
+        }                                                                                                   \
+    }                                                                                                       \
+    static int NAME##_packed_fits(const REAL *rp, long rp_len, long H, int nslices) {                      \
+        return rp == NULL ? rp_len == 0 : nslices >= 1 && rp_len == mlstm_packed_rows_size_##NAME(H, nslices); \
+    }
+DEFINE_PACK_ROWS(f32, float, 0)
+DEFINE_PACK_ROWS(f64, double, 1)
+
 /* ---------------------------------------------------------------- the time loop (exported) */
 
 /* A stop request (the caller's interrupt flag, set from another thread): the loops check it once per
@@ -239,12 +426,13 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
  * the fused cell pass. Both gemms go to the same BLAS (one thread pool, no ping-pong between
  * two BLAS copies). Row-major arrays: x (T, B, In), w (4H, In), bias (4H), r (4H, H),
  * h0 (B, H), c (B, H) in/out, y (T, B, H). gemm: BLAS sgemm/dgemm (Fortran interface). */
-#define DEFINE_RUN(NAME, REAL, GEMM_T, GEMV_T)                                                              \
+#define DEFINE_RUN(NAME, REAL, GEMM_T, GEMV_T, F64)                                                         \
     MLSTM_EXPORT(int, mlstm_run_##NAME,                                                                      \
                  (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
-                  const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int gate, int state, void *gemm_ptr, \
-                  void *gemv_ptr, const int *stop)) {                                                              \
-        if (!blas_dims_fit(B, In, H, block)) return MLSTM_BAD_ARGUMENT;                                     \
+                  const REAL *rp, long rp_len, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int gate, \
+                  int state, void *gemm_ptr, void *gemv_ptr, const int *stop)) {                                 \
+        if (!blas_dims_fit(B, In, H, block) || !NAME##_packed_fits(rp, rp_len, H, 1)) return MLSTM_BAD_ARGUMENT; \
+        const packed_kernel pk = packed_kernel_for(F64);                                                    \
         GEMM_T gemm = (GEMM_T)gemm_ptr;                                                                     \
         GEMV_T gemv = (GEMV_T)gemv_ptr;                                                                     \
         const int inc = 1;                                                                                  \
@@ -271,6 +459,8 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
                             for (long q = 0; q < H; ++q) acc += r[row * H + q] * h[b * H + q];              \
                             z[b * 4 * H + row] += acc;                                                      \
                         }                                                                                   \
+                } else if (rp != NULL) { /* R packed once (see above) */                                    \
+                    pk.gemm(rp, 4 * H, H, h, B, z, 4 * H);                                                  \
                 } else if (B == 1 && gemv) { /* one observation: a matrix-vector product, z += R h */      \
                     gemv("T", &k, &m, &one, r, &lda, h, &inc, &one, z, &inc);                               \
                 } else if (H > 0) {                                                                         \
@@ -284,8 +474,8 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
         return 0;                                                                                           \
     }
 
-DEFINE_RUN(f32, float, sgemm_fn, sgemv_fn)
-DEFINE_RUN(f64, double, dgemm_fn, dgemv_fn)
+DEFINE_RUN(f32, float, sgemm_fn, sgemv_fn, 0)
+DEFINE_RUN(f64, double, dgemm_fn, dgemv_fn, 1)
 
 /* ---------------------------------------------------------------- gate-major loop for small H (exported) */
 
@@ -384,13 +574,14 @@ const int mlstm_max_unit_threads = MLSTM_MAX_UNIT_THREADS;
  * workers do not oversubscribe the cores with BLAS threads of their own. */
 typedef int (*set_threads_fn)(int);
 
-#define DEFINE_PARALLEL(NAME, REAL, GEMM_T)                                                                 \
+#define DEFINE_PARALLEL(NAME, REAL, GEMM_T, F64)                                                            \
     typedef struct {                                                                                        \
         long T, B, In, H, b0, b1;                                                                           \
-        const REAL *x, *w, *bias, *r, *h0;                                                                  \
+        const REAL *x, *w, *bias, *r, *rp, *h0;                                                             \
         REAL *c, *y, *z;                                                                                    \
         int gate, state;                                                                                    \
         GEMM_T gemm;                                                                                        \
+        packed_kernel pk;                                                                                   \
         set_threads_fn set_threads;                                                                         \
         const int *stop;                                                                                    \
     } NAME##_job;                                                                                           \
@@ -408,7 +599,10 @@ typedef int (*set_threads_fn)(int);
             for (long col = 0; col < Bs; ++col) memcpy(j->z + col * 4 * H, j->bias, 4 * H * sizeof(REAL));  \
             const REAL *xt = j->x + (t * B + j->b0) * In;                                                   \
             if (In > 0 && H > 0) j->gemm("T", "N", &m, &n, &kin, &one, j->w, &ldx, xt, &ldx, &one, j->z, &ldc); \
-            if (H > 0) j->gemm("T", "N", &m, &n, &k, &one, j->r, &ldh, h, &ldh, &one, j->z, &ldc);          \
+            if (j->rp != NULL)                                                                              \
+                j->pk.gemm(j->rp, 4 * H, H, h, Bs, j->z, 4 * H);                                            \
+            else if (H > 0)                                                                                 \
+                j->gemm("T", "N", &m, &n, &k, &one, j->r, &ldh, h, &ldh, &one, j->z, &ldc);                 \
             REAL *ht = j->y + (t * B + j->b0) * H;                                                          \
             NAME##_cells(j->z, c, ht, Bs, H, j->gate, j->state);                                            \
             h = ht;                                                                                         \
@@ -419,9 +613,9 @@ typedef int (*set_threads_fn)(int);
      * caller then runs the serial loop: nothing has been written that it does not overwrite). */          \
     MLSTM_EXPORT(int, mlstm_run_parallel_##NAME,                                                             \
                  (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
-                  const REAL *h0, REAL *c, REAL *y, REAL *zbuf, int nthreads, int gate, int state, void *gemm_ptr, \
-                  void *set_threads_ptr, const int *stop)) {                                                     \
-        if (!blas_dims_fit(B, In, H, 1)) return MLSTM_BAD_ARGUMENT;                                         \
+                  const REAL *rp, long rp_len, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, int nthreads, int gate, \
+                  int state, void *gemm_ptr, void *set_threads_ptr, const int *stop)) {                          \
+        if (!blas_dims_fit(B, In, H, 1) || !NAME##_packed_fits(rp, rp_len, H, 1)) return MLSTM_BAD_ARGUMENT; \
         if (nthreads > B) nthreads = (int)B;                                                                \
         if (nthreads < 1) nthreads = 1;                                                                     \
         NAME##_job *jobs = (NAME##_job *)calloc((size_t)nthreads, sizeof(NAME##_job));                     \
@@ -435,7 +629,8 @@ typedef int (*set_threads_fn)(int);
             NAME##_job *j = &jobs[i];                                                                       \
             j->T = T; j->B = B; j->In = In; j->H = H;                                                       \
             j->b0 = B * i / nthreads; j->b1 = B * (i + 1) / nthreads;                                       \
-            j->x = x; j->w = w; j->bias = bias; j->r = r; j->h0 = h0; j->c = c; j->y = y;                   \
+            j->x = x; j->w = w; j->bias = bias; j->r = r; j->rp = rp; j->h0 = h0; j->c = c; j->y = y;       \
+            j->pk = packed_kernel_for(F64);                                                                 \
             j->z = zbuf + j->b0 * 4 * H;                                                                    \
             j->gate = gate; j->state = state; j->gemm = (GEMM_T)gemm_ptr;                                   \
             j->set_threads = (set_threads_fn)set_threads_ptr; j->stop = stop;                               \
@@ -454,8 +649,8 @@ typedef int (*set_threads_fn)(int);
         return STOP_REQUESTED(stop) ? 1 : 0;                                                                \
     }
 
-DEFINE_PARALLEL(f32, float, sgemm_fn)
-DEFINE_PARALLEL(f64, double, dgemm_fn)
+DEFINE_PARALLEL(f32, float, sgemm_fn, 0)
+DEFINE_PARALLEL(f64, double, dgemm_fn, 1)
 
 /* ---------------------------------------------------------------- unit-split time loop (exported) */
 
@@ -603,11 +798,13 @@ static void wait_for_step(mlstm_steps *s, long t) {
     }
 }
 
-#define DEFINE_UNIT_SPLIT(NAME, REAL, GEMM_T, GEMV_T)                                                       \
+#define DEFINE_UNIT_SPLIT(NAME, REAL, GEMM_T, GEMV_T, F64)                                                  \
     typedef struct {                                                                                        \
         long T, B, In, H;                                                                                   \
         long j0[MLSTM_MAX_UNIT_THREADS + 1]; /* slice k: units j0[k] .. j0[k+1] */                        \
-        const REAL *x, *w, *bias, *r, *h0;                                                                  \
+        long rp0[MLSTM_MAX_UNIT_THREADS];    /* slice k's packed R: rp + rp0[k] */                         \
+        packed_kernel pk;                                                                                   \
+        const REAL *x, *w, *bias, *r, *rp, *h0;                                                             \
         REAL *c, *y, *zbuf;                                                                                 \
         int gate, state;                                                                                    \
         GEMM_T gemm;                                                                                        \
@@ -638,7 +835,9 @@ static void wait_for_step(mlstm_steps *s, long t) {
         z += (t - start) * B * 4 * Hk;                                                                      \
         const long began = monotonic_ns();                                                                  \
         const REAL *h = t == 0 ? u->h0 : u->y + (t - 1) * B * H;                                            \
-        if (B == 1 && u->gemv) {                                                                            \
+        if (u->rp != NULL) {                                                                                \
+            u->pk.gemm(u->rp + u->rp0[k], 4 * Hk, H, h, B, z, 4 * Hk);                                      \
+        } else if (B == 1 && u->gemv) {                                                                     \
             const int inc = 1;                                                                              \
             u->gemv("T", &kh, &m, &one, r, &kh, h, &inc, &one, z, &inc);                                    \
         } else {                                                                                            \
@@ -675,9 +874,10 @@ static void wait_for_step(mlstm_steps *s, long t) {
      * nthreads does not match (then nothing has run). */                                             \
     MLSTM_EXPORT(int, mlstm_run_units_##NAME,                                                                \
                  (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
-                  const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int nthreads, int gate, int state,    \
-                  void *gemm_ptr, void *gemv_ptr, void *set_threads_ptr, const int *stop)) {                     \
+                  const REAL *rp, long rp_len, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int nthreads, \
+                  int gate, int state, void *gemm_ptr, void *gemv_ptr, void *set_threads_ptr, const int *stop)) { \
         if (!blas_dims_fit(B, In, H, block)) return MLSTM_BAD_ARGUMENT;                                     \
+        if (nthreads >= 1 && !NAME##_packed_fits(rp, rp_len, H, nthreads)) return MLSTM_BAD_ARGUMENT;      \
         /* The caller permuted R's rows for exactly nthreads slices: refuse (serial fallback), never  \
          * change the count here. */                                                                      \
         if (nthreads > H || nthreads < 2 || nthreads > MLSTM_MAX_UNIT_THREADS) return -1;                  \
@@ -693,6 +893,8 @@ static void wait_for_step(mlstm_steps *s, long t) {
         u->T = T; u->B = B; u->In = In; u->H = H;                                                           \
         for (int k = 0; k <= nthreads; ++k) u->j0[k] = H * k / nthreads;                                    \
         u->x = x; u->w = w; u->bias = bias; u->r = r; u->h0 = h0; u->c = c; u->y = y; u->zbuf = zbuf;      \
+        u->rp = rp; u->pk = packed_kernel_for(F64);                                                         \
+        for (int k = 0; k < nthreads; ++k) u->rp0[k] = packed_slice_offset(H, nthreads, k, u->pk.nr);      \
         u->gate = gate; u->state = state; u->gemm = (GEMM_T)gemm_ptr;                                       \
         u->gemv = (GEMV_T)gemv_ptr;                                                                         \
         u->set_threads = (set_threads_fn)set_threads_ptr; u->steps = s;                                     \
@@ -717,8 +919,8 @@ static void wait_for_step(mlstm_steps *s, long t) {
         return status;                                                                                      \
     }
 
-DEFINE_UNIT_SPLIT(f32, float, sgemm_fn, sgemv_fn)
-DEFINE_UNIT_SPLIT(f64, double, dgemm_fn, dgemv_fn)
+DEFINE_UNIT_SPLIT(f32, float, sgemm_fn, sgemv_fn, 0)
+DEFINE_UNIT_SPLIT(f64, double, dgemm_fn, dgemv_fn, 1)
 
 /* Elementwise entry points for the unit tests of the math above. */
 void mlstm_exp_f64(const double *x, double *y, long n) { for (long i = 0; i < n; ++i) y[i] = exp_d(x[i]); }

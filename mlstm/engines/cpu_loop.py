@@ -44,7 +44,10 @@ ARRAY_SHAPES: dict[str, Callable[[dict[str, int]], tuple[int, ...]]] = {
     # gate buffer: a block of steps, or (batch split) one step's rows
     "zbuf": lambda n: (n["block"], n["B"], 4 * n["H"]) if "block" in n else (n["B"], 4 * n["H"]),
     "state_buf": lambda n: (2 * n["H"] * n["B"],),
+    # R packed for the packed kernel (mlstm_pack_rows_*); the C loop also checks rp_len is what it reads
+    "rp": lambda n: (n["rp_len"],),
 }
+OPTIONAL_ARRAYS = ("rp",)  # None passes NULL (with rp_len 0): the loop then calls the BLAS
 ADDRESSES = ("gemm_ptr", "gemv_ptr", "set_threads_ptr", "stop")  # raw addresses (or NULL), not arrays
 REQUIRED_ADDRESSES = ("gemm_ptr",)
 C_TYPES = {"float": np.dtype(np.float32), "double": np.dtype(np.float64)}
@@ -136,6 +139,10 @@ class Entry:
                 if param.name in REQUIRED_ADDRESSES and not value:
                     raise MlstmError(f"compiled loop {self.name}: {param.name} is NULL")
                 values.append(value)
+            elif value is None and param.name in OPTIONAL_ARRAYS:
+                if sizes.get(f"{param.name}_len", 0) != 0:
+                    raise MlstmError(f"compiled loop {self.name}: {param.name} is NULL with a nonzero length")
+                values.append(None)
             else:
                 shape = ARRAY_SHAPES[param.name](sizes)
                 values.append(self._checked_array(param, value, shape))
@@ -210,9 +217,38 @@ class CompiledLoop:
         self.parallel, self.units = entries["run_parallel"], entries["run_units"]
         self.gemm, self.gemv, self.blas_threads = gemm, gemv, blas_threads
         self.max_unit_threads = 1  # set from the library by the loader
+        self.packed: PackedKernel | None = None  # set by the loader
 
     def blas_description(self) -> str:
         return self.blas_threads.describe() if self.blas_threads else "scipy's BLAS (no OpenBLAS thread controls)"
+
+
+class PackedKernel:
+    """The packed recurrent-product kernel of one class (see ``_cpu_lstm.c``): packing R for the
+    loops' ``rp`` argument, and which instruction set the kernel uses on this CPU."""
+
+    def __init__(self, lib: Any, suffix: str, dtype: np.dtype):
+        self.dtype = dtype
+        self._size = getattr(lib, f"mlstm_packed_rows_size_{suffix}")
+        self._size.restype, self._size.argtypes = ctypes.c_long, [ctypes.c_long, ctypes.c_int]
+        self._pack = getattr(lib, f"mlstm_pack_rows_{suffix}")
+        self._pack.restype = None
+        self._pack.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p]
+        isa = getattr(lib, f"mlstm_packed_isa_{suffix}")
+        isa.restype = ctypes.c_char_p
+        self.isa = isa().decode()
+
+    def pack(self, r: np.ndarray, slices: int) -> np.ndarray:
+        """R (4H, H) of this class, C order, packed in ``slices`` slices as the unit split cuts it
+        (1 for the other loops)."""
+        hidden = r.shape[1]
+        if r.dtype != self.dtype or r.shape != (4 * hidden, hidden) or not r.flags.c_contiguous or slices < 1:
+            raise MlstmError(
+                f"cannot pack R: expected a C-contiguous {self.dtype} (4H, H) array, found {r.dtype} {r.shape}"
+            )
+        packed = np.empty(self._size(hidden, slices), dtype=self.dtype)
+        self._pack(r.ctypes.data, hidden, slices, packed.ctypes.data)
+        return packed
 
 
 def _bind(path: str, cython_blas: Any) -> dict[np.dtype, CompiledLoop]:
@@ -236,6 +272,7 @@ def _bind(path: str, cython_blas: Any) -> dict[np.dtype, CompiledLoop]:
         entries = {e: Entry(lib, f"mlstm_{e}_{suffix}") for e in ENTRY_POINTS}
         loop = CompiledLoop(entries, blas_function(prefix + "gemm"), blas_function(prefix + "gemv"), blas_threads)
         loop.max_unit_threads = max_unit_threads
+        loop.packed = PackedKernel(lib, suffix, np.dtype(dtype))
         loops[np.dtype(dtype)] = loop
     return loops
 

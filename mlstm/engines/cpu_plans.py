@@ -22,7 +22,8 @@ every later run of that class uses it, and gives the same bits. Smaller runs fol
 - ``MLSTM_CPU_CACHE`` unset or empty: the file is ``$XDG_CACHE_HOME/mlstm/cpu-plans.json``
   (``~/.cache/mlstm/cpu-plans.json``); ``0`` (or off/no/false): no file, each process measures
   once per shape class; anything else: that file. A corrupt file is replaced; a file that is
-  JSON but not ours, or of another version, is ignored and left alone.
+  JSON but not ours, or of a newer version, is ignored and left alone; an older version's is
+  replaced.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ ALL_ROUNDS = 2  # rounds in which every candidate runs: an idle core can take ~0
 SIMPLER_WINS_WITHIN = 0.03  # a plan earlier in the candidate list wins within 3% of the fastest
 CUT_OFF = 2.0  # a trial's budget: this many times the fastest so far (see measure)
 RETRY_WITHIN = 1.5  # plans slower than this many times the fastest are not timed again
-CACHE_FORMAT, CACHE_VERSION = "mlstm-cpu-plans", 1
+# Version 2: plans measured with the packed recurrent kernel (version 1's were measured with the
+# BLAS's gemm for every product: stale, replaced).
+CACHE_FORMAT, CACHE_VERSION = "mlstm-cpu-plans", 2
 CACHE_MAX_ENTRIES = 512
 OFF = ("0", "off", "no", "false")
 
@@ -160,10 +163,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def plan_key(dtype: np.dtype, batch: int, input_size: int, hidden: int, cores: int) -> str:
-    """Where a measured plan is remembered: CPU model, threads, class and shape class."""
+def plan_key(dtype: np.dtype, batch: int, input_size: int, hidden: int, cores: int, kernel: str = "blas") -> str:
+    """Where a measured plan is remembered: CPU model, threads, class, shape class, and what
+    computes the recurrent product (``blas`` or ``packed ISA``: the plans' speeds depend on it)."""
     shape = f"B {_bucket(batch)}, InputSize {_bucket(input_size)}, H {_bucket(hidden)}"
-    return f"{cpu_model()} | {cores} threads | {np.dtype(dtype).name} | {shape}"
+    return f"{cpu_model()} | {cores} threads | {np.dtype(dtype).name} | {shape} | recurrent {kernel}"
 
 
 def trial_steps(run_steps: int, available: int, step_work: float) -> tuple[int, int]:
@@ -243,8 +247,11 @@ def _read(path: str) -> tuple[str, dict]:
         return "corrupt", {}
     if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
         return "foreign", {}
-    if data.get("version") != CACHE_VERSION or not isinstance(data.get("plans"), dict):
-        return "foreign", {}
+    version = data.get("version")
+    if type(version) is int and version < CACHE_VERSION:
+        return "stale", {}  # an older mlstm's: ours to replace
+    if version != CACHE_VERSION or not isinstance(data.get("plans"), dict):
+        return "foreign", {}  # a newer mlstm's, or damaged: left alone
     return "ours", data["plans"]
 
 

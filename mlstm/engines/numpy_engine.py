@@ -28,6 +28,7 @@ blocks, with its two loops (compiled and NumPy) and the per-shape choices betwee
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from typing import Any
@@ -44,6 +45,7 @@ from .cpu_plans import Plan
 
 name = "numpy"
 BLOCK_BYTES = 4 << 20
+SMALL_PRODUCT = 8192  # 4H * H * B below which the serial loops multiply inline (as in _cpu_lstm.c)
 GATE_MAJOR_MAX_H = 16  # below this H (and B >= H) the gates are laid out gate-major, loops run over B
 GATE_CODES = {"sigmoid": 0, "hard-sigmoid": 1}
 STATE_CODES = {"tanh": 0, "softsign": 1, "relu": 2}
@@ -144,6 +146,8 @@ class NumpyLSTM:
         self.loop = loops[self.dtype] if loops else None
         self.numpy_reason = None if self.loop else (compiled_loop_unavailable_reason() if compiled else "asked for")
         self.last_plan = "serial"  # what the last call ran, in words
+        self.last_kernel = "blas"  # and what computed its recurrent product (packed_kernel_name)
+        self._packed: dict[int, np.ndarray] = {}  # R packed for the packed kernel, per slice count
         self.chosen_plan: Plan | None = None  # and how that plan was chosen
         self.gate_code, self.state_code = GATE_CODES[gate_activation], STATE_CODES[state_activation]
         if self.loop is not None:  # C keeps MATLAB's gate order and signs
@@ -203,7 +207,7 @@ class NumpyLSTM:
         blas = self.loop.blas_description()
         if plan.kind != "serial":
             blas = f"{blas}, 1 per loop thread"
-        return f"loop=compiled ({self.last_plan}) plan={how} blas={blas}"
+        return f"loop=compiled ({self.last_plan}) plan={how} recurrent={self.last_kernel} blas={blas}"
 
     def _check_output(self, y: np.ndarray, steps: int, batch: int) -> None:
         shape = (steps, batch, self.hidden_size)
@@ -284,7 +288,8 @@ class NumpyLSTM:
                 plan = plans.rule(run_steps, batch, self.input_size, hidden, self.dtype, count)
             else:
                 allowed = plans.candidates(batch, hidden, count, loop.max_unit_threads, loop.blas_threads.get())
-                key = plans.plan_key(self.dtype, batch, self.input_size, hidden, count)
+                kernel = f"packed {loop.packed.isa}" if self._use_packed(batch) else "blas"
+                key = plans.plan_key(self.dtype, batch, self.input_size, hidden, count, kernel)
                 plan = plans.lookup(key, allowed)
                 if plan is None:
                     probe, most = plans.trial_steps(run_steps, steps, step_work)
@@ -339,16 +344,21 @@ class NumpyLSTM:
         sizes = dict(T=steps, B=batch, In=self.input_size, H=hidden)
         weights = dict(w=self.input_weights, bias=self.bias, r=self.recurrent_weights)
         common = dict(h0=h, c=cell, y=y, gate=self.gate_code, state=self.state_code, gemm_ptr=loop.gemm)
+        packed = self._use_packed(batch)
+        slices = plan.threads if plan.kind == "units" else 1
         work = 0.0 if inline else float(steps) * batch * 4 * hidden * (self.input_size + hidden)
         blas_count = blas.get() if blas is not None else None
         try:
             if plan.kind == "batch":
                 z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
-                args = dict(**sizes, x=x, **weights, **common, zbuf=z_rows, nthreads=plan.threads)
+                args = dict(
+                    **sizes, x=x, **weights, **common, **self._rp(packed, 1), zbuf=z_rows, nthreads=plan.threads
+                )
                 status = interruptible(lambda stop: loop.parallel(**args, set_threads_ptr=blas.local, stop=stop), work)
             elif plan.kind == "units":
                 w, bias, r = self._unit_split_weights(plan.threads)
-                args = dict(**sizes, x=x, w=w, bias=bias, r=r, **common, zbuf=z_buffer, block=block)
+                args = dict(**sizes, x=x, w=w, bias=bias, r=r, **common, **self._rp(packed, slices, r), zbuf=z_buffer)
+                args["block"] = block
                 args.update(nthreads=plan.threads, gemv_ptr=loop.gemv, set_threads_ptr=blas.local)
                 status = interruptible(lambda stop: loop.units(**args, stop=stop), work)
             else:
@@ -359,13 +369,43 @@ class NumpyLSTM:
                     args["state_buf"] = np.empty(2 * hidden * batch, dtype=self.dtype)
                     status = interruptible(lambda stop: loop.gate_major(**args, stop=stop), work)
                 else:
-                    status = interruptible(lambda stop: loop.serial(**args, gemv_ptr=loop.gemv, stop=stop), work)
+                    args.update(self._rp(packed, 1), gemv_ptr=loop.gemv)
+                    status = interruptible(lambda stop: loop.serial(**args, stop=stop), work)
         finally:
             if blas_count is not None:
                 blas.set(blas_count)
         gate_major = plan.kind in ("serial", "single") and hidden < GATE_MAJOR_MAX_H and batch >= hidden
         self.last_plan = plan.label + (", gate-major" if gate_major else "")
+        self.last_kernel = f"packed {loop.packed.isa}" if packed and not gate_major else self._blas_kernel(batch)
         return status
+
+    def _use_packed(self, batch: int) -> bool:
+        """Whether the recurrent product goes to the packed kernel (R packed once per engine,
+        see ``_cpu_lstm.c``) rather than the BLAS: MLSTM_CPU_KERNEL=packed|blas forces it; else
+        the packed kernel, but for products small enough that the serial loops multiply inline.
+        On the AMD EPYC measured (RESULTS.md) it was as fast as OpenBLAS's gemm/gemv or faster
+        for every plan and shape but one (the unit split at B = 256, H = 64)."""
+        forced = os.environ.get("MLSTM_CPU_KERNEL", "").strip().lower()
+        if forced in ("packed", "blas"):
+            return forced == "packed"
+        return not self._small_product(batch)
+
+    def _small_product(self, batch: int) -> bool:
+        """The serial loops compute products this small inline (``SMALL_PRODUCT`` in the C)."""
+        return 4 * self.hidden_size * self.hidden_size * batch <= SMALL_PRODUCT
+
+    def _blas_kernel(self, batch: int) -> str:
+        return "inline" if self._small_product(batch) else "blas gemv" if batch == 1 else "blas gemm"
+
+    def _rp(self, packed: bool, slices: int, r: np.ndarray | None = None) -> dict[str, Any]:
+        """The loops' ``rp``/``rp_len`` arguments: R (or the unit split's permuted ``r``) packed in
+        ``slices`` slices, made once per slice count; NULL when the BLAS computes the product."""
+        if not packed:
+            return dict(rp=None, rp_len=0)
+        if slices not in self._packed:
+            source = self.recurrent_weights if r is None else r
+            self._packed[slices] = self.loop.packed.pack(source, slices)
+        return dict(rp=self._packed[slices], rp_len=self._packed[slices].size)
 
     def _unit_split_weights(self, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """W, b, R with each thread's rows together (see :func:`unit_split_rows`), made once per
