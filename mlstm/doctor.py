@@ -50,15 +50,19 @@ def _failure(exc: BaseException) -> str:
 
 
 def compiled_loop_report() -> dict[str, Any]:
-    """{available, path, reason}: the compiled CPU loop is built, imports and binds, or why not."""
+    """{available, path, reason, recurrent_kernel}: the compiled CPU loop is built, imports and
+    binds, or why not; and the packed recurrent kernel's instruction set on this CPU."""
     try:
         from .engines import numpy_engine
 
         reason = numpy_engine.compiled_loop_unavailable_reason()
         files = [f for f in numpy_engine._extension_files() if not f.endswith(".c")]
+        loops = numpy_engine.compiled_loop() if reason is None else None
+        kernel = f"packed {next(iter(loops.values())).packed.isa}" if loops else None
     except Exception as exc:  # NumPy itself broken: still a report
-        return {"available": False, "path": None, "reason": _failure(exc)}
-    return {"available": reason is None, "path": files[0] if len(files) == 1 else files or None, "reason": reason}
+        return {"available": False, "path": None, "reason": _failure(exc), "recurrent_kernel": None}
+    path = files[0] if len(files) == 1 else files or None
+    return {"available": reason is None, "path": path, "reason": reason, "recurrent_kernel": kernel}
 
 
 def blas_report() -> dict[str, Any]:
@@ -245,6 +249,8 @@ def format_text(report: dict[str, Any]) -> str:
     loop = report["compiled_loop"]
     if loop["available"]:
         row("Compiled CPU loop", f"yes ({loop['path']})")
+        if loop.get("recurrent_kernel"):
+            row("Recurrent product", f"{loop['recurrent_kernel']} (MLSTM_CPU_KERNEL=blas for scipy's BLAS)")
     else:
         row("Compiled CPU loop", f"no, the NumPy loop runs: {loop['reason']}")
 

@@ -52,6 +52,10 @@ def test_doctor_text_has_every_field():
     for label, dist in (("NumPy", "numpy"), ("SciPy", "scipy"), ("h5py", "h5py"), ("click", "click")):
         assert rows[label] == metadata.version(dist), label
     assert rows["Compiled CPU loop"].startswith("yes" if BUILT and not os.environ.get("MLSTM_PURE_NUMPY") else "no")
+    if rows["Compiled CPU loop"].startswith("yes"):  # the packed kernel's ISA, as this CPU's flags allow
+        flags = rows["CPU flags"]
+        isa = "avx512" if "avx512f yes" in flags else "avx2" if "avx2 yes" in flags and "fma yes" in flags else "plain"
+        assert rows["Recurrent product"].startswith(f"packed {isa}")
     assert any(label.startswith("BLAS") for label in rows)
     assert "CPU" in rows and "CPU flags" in rows and "Cores" in rows
     assert rows["GPU (CuPy)"].startswith(("usable", "not usable"))
