@@ -287,6 +287,18 @@ class Batch:
                 summary.close()
 
 
+def _check_creatable(out_dir: str) -> None:
+    """MlstmError unless ``out_dir`` (absent) could be created: its nearest existing ancestor is a
+    writable directory."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise MlstmError(f"cannot create the directory ({parent} is not a directory)", f"--out-dir {out_dir}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MlstmError(f"cannot create the directory ({parent} is not writable)", f"--out-dir {out_dir}")
+
+
 def prepare_batch(
     items: list[str] | tuple[str, ...],
     out_dir: str,
@@ -302,10 +314,12 @@ def prepare_batch(
     hdf5_order: str = "numpy",
     engine: str = "numpy",
     summary_path: str | None = None,
+    dry_run: bool = False,
     **name_value: str,
 ) -> Batch:
     """Check a batch invocation and plan its jobs (files, globs and @lists in ``items``; the K-th of
-    N shares from ``shard`` 'K/N' or a SLURM job array in ``environ``); creates ``out_dir``."""
+    N shares from ``shard`` 'K/N' or a SLURM job array in ``environ``); creates ``out_dir``, or
+    with ``dry_run`` only checks that it could be created."""
     from . import io
     from .engines import get_engine
     from .inputs import shared_weights
@@ -322,15 +336,18 @@ def prepare_batch(
     every = expand_inputs(items)
     plan(every, out_dir, fmt)  # two inputs with one stem are an error even when shards part them
     jobs = plan(select_shard(every, share), out_dir, fmt)
-    if not os.path.isdir(out_dir):
+    if not os.path.isdir(out_dir) and dry_run:  # a dry run writes nothing, directories included
+        _check_creatable(out_dir)
+    elif not os.path.isdir(out_dir):
         try:
             os.makedirs(out_dir, exist_ok=True)
         except OSError as exc:
             raise MlstmError(f"cannot create the directory ({exc.strerror or exc})", f"--out-dir {out_dir}") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
+    if os.path.isdir(out_dir) and not os.access(out_dir, os.W_OK | os.X_OK):
         raise MlstmError("the directory is not writable", f"--out-dir {out_dir}")
     sources = [job.input for job in jobs] + ([weights] if weights else [])
-    for job in jobs:  # an output that is an input (or the weights) would destroy it: refuse before any work
+    for job in jobs if os.path.isdir(out_dir) else ():  # (a dry run's new directory holds nothing yet)
+        # an output that is an input (or the weights) would destroy it: refuse before any work
         io.check_output_path(job.output, sources)
     if summary_path is not None:  # appended to: never an input, the weights or an output
         io.check_output_path(summary_path, sources)

@@ -94,6 +94,17 @@ def test_batch_dry_run(tmp_path, rng):
     assert not (tmp_path / "s.jsonl").exists()
 
 
+def test_batch_dry_run_creates_no_directory(tmp_path, rng):
+    _save(tmp_path / "a.mat", rng, DataFormat="CBT")
+    proc = run_mlstm("batch", "a.mat", "--out-dir", "new/deeper", "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "would run a.mat -> new/deeper/a.mat" in proc.stderr.replace("  ", " ")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "file").write_text("not a directory")
+    proc = run_mlstm("batch", "a.mat", "--out-dir", "file/sub", "--dry-run", cwd=tmp_path)
+    assert_one_line_error(proc, "--out-dir file/sub", "cannot create the directory", "is not a directory")
+
+
 def test_python_api_does_what_the_commands_do(tmp_path, rng):
     import mlstm
 

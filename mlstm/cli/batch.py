@@ -68,6 +68,7 @@ def batch(
         hdf5_order=hdf5_order,
         engine=engine,
         summary_path=summary_path,
+        dry_run=dry_run,
     )
     counts = {"ok": 0, "skipped": 0, "failed": 0, "would run": 0}
     bar = Progress(total=len(run.jobs), label="files", quiet=quiet, delay=0.0)
