@@ -78,7 +78,7 @@ class RunReport:
 
     def split(self) -> str:
         """Where a streamed run's time went: "read X 3100 ms, compute 9000 ms, deflate Y 13000 ms
-        (2 threads), write Y 800 ms; waited 200 ms for X, 4000 ms for the writer". Reading,
+        CPU on 2 threads, write Y 800 ms; waited 200 ms for X, 4000 ms for the writer". Reading,
         deflating and writing run on their own threads, beside the computing, so the parts add up
         to more than the wall time; the waits say which of them held the computing back."""
         t = self.timings or {}
@@ -88,7 +88,7 @@ class RunReport:
 
         parts = [f"read X {ms('read')}", f"compute {ms('compute')}"]
         if "deflate" in t:
-            threads = f" ({self.deflate_threads} thread{'s' if self.deflate_threads != 1 else ''})"
+            threads = f" CPU on {self.deflate_threads} thread{'s' if self.deflate_threads != 1 else ''}"
             parts.append(f"deflate Y {ms('deflate')}{threads if self.deflate_threads else ''}")
         parts.append(f"write Y {ms('write')}")
         waits = [f"{ms(k)} for {what}" for k, what in (("wait_read", "X"), ("wait_write", "the writer")) if k in t]

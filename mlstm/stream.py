@@ -50,9 +50,9 @@ def stream_lstm(
 
     X is read one block ahead on a thread, Y written (and deflated, on a few threads) behind on
     another, while the engine computes. The result's ``timings``: "read" (the reading thread's
-    time), "compute", "deflate" (zlib's time, summed over its threads; absent where HDF5 deflates
-    Y itself, inside "write"), "write" (Y into the file), and the computing thread's waits for
-    them, "wait_read" and "wait_write".
+    time), "compute", "deflate" (CPU time of the shuffle and zlib, summed over its threads;
+    absent where HDF5 deflates Y itself, inside "write"), "write" (Y into the file), and the
+    computing thread's waits for them, "wait_read" and "wait_write".
     """
     if options.data_format is None:
         raise MlstmError(
