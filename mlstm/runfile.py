@@ -44,7 +44,8 @@ class RunReport:
     seconds_write: float
     notes: list[str] = field(default_factory=list)  # which file gave which argument
     dry_run: bool = False  # nothing computed or written: what a run would do
-    timings: dict[str, float] | None = None  # streamed: seconds reading X, computing, writing Y
+    timings: dict[str, float] | None = None  # streamed: seconds per part, see stream.stream_lstm
+    deflate_threads: int = 0  # streamed: threads deflating Y's chunks (0: HDF5 deflated them)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``run --json`` record."""
@@ -69,13 +70,29 @@ class RunReport:
             f"InputSize={self.input_size} H={self.hidden_size} Y={'x'.join(map(str, self.y_size))} ({self.y_format}) "
         )
         if self.streamed:
-            split = ""
-            if self.timings:
-                split = " (" + ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in self.timings.items()) + ")"
+            split = f" ({self.split()})" if self.timings else ""
             timing = f"streamed in blocks of {self.chunk_steps} steps, {1e3 * self.seconds_compute:.1f} ms{split},"
         else:
             timing = f"compute={1e3 * self.seconds_compute:.1f} ms write={1e3 * self.seconds_write:.1f} ms"
         return f"{head}{timing} output={self.output} ({self.format}) {self.detail}"
+
+    def split(self) -> str:
+        """Where a streamed run's time went: "read X 3100 ms, compute 9000 ms, deflate Y 13000 ms
+        CPU on 2 threads, write Y 800 ms; waited 200 ms for X, 4000 ms for the writer". Reading,
+        deflating and writing run on their own threads, beside the computing, so the parts add up
+        to more than the wall time; the waits say which of them held the computing back."""
+        t = self.timings or {}
+
+        def ms(key: str) -> str:
+            return f"{1e3 * t[key]:.0f} ms"
+
+        parts = [f"read X {ms('read')}", f"compute {ms('compute')}"]
+        if "deflate" in t:
+            threads = f" CPU on {self.deflate_threads} thread{'s' if self.deflate_threads != 1 else ''}"
+            parts.append(f"deflate Y {ms('deflate')}{threads if self.deflate_threads else ''}")
+        parts.append(f"write Y {ms('write')}")
+        waits = [f"{ms(k)} for {what}" for k, what in (("wait_read", "X"), ("wait_write", "the writer")) if k in t]
+        return ", ".join(parts) + (f"; waited {', '.join(waits)}" if waits else "")
 
 
 def class_name(dtype: Any) -> str:
@@ -180,6 +197,7 @@ def run_file(
                 output, fmt, streamed.engine, class_name(p.dtype), streamed.steps, p.batch_size, p.input_size,
                 p.hidden_size, tuple(streamed.y_size), streamed.y_format, True, streamed.chunk_steps,
                 streamed.detail, time.perf_counter() - started, 0.0, files.notes, timings=streamed.timings,
+                deflate_threads=streamed.deflate_threads,
             )  # fmt: skip
         else:
             shown = progress if getattr(progress, "enabled", progress is not None) else None

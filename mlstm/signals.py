@@ -51,3 +51,38 @@ def check() -> None:
     """Raise :class:`Interrupted` if a signal arrived (even one whose exception was swallowed)."""
     if received:
         raise Interrupted(received)
+
+
+def block_in_this_thread() -> None:
+    """Keep SIGINT and SIGTERM away from the calling (worker) thread, so that the kernel delivers
+    them to the main thread, whose waits they interrupt; a ``ThreadPoolExecutor`` initializer."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(NAMES))
+
+
+def start_worker(thread: threading.Thread) -> None:
+    """Start ``thread`` with SIGINT and SIGTERM blocked (it inherits the mask): a thread busy in C
+    (zlib, HDF5) cannot run Python's handlers, and a signal it took would leave the main thread
+    waiting instead of stopping."""
+    if not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(NAMES))
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def wait_for(event: threading.Event) -> None:
+    """Wait until ``event`` is set, whatever signals arrive meanwhile, then raise the first of them:
+    a worker thread must be finished before the buffers or the file it uses go away."""
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            if event.wait(0.05):
+                break
+        except BaseException as exc:  # noqa: PERF203 - a signal now: still wait
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted

@@ -30,7 +30,8 @@ class StreamResult:
     chunk_steps: int
     steps: int
     detail: str = ""  # as :attr:`mlstm.api.Result.detail`
-    timings: dict[str, float] | None = None  # seconds reading X, computing, writing Y (blocks only)
+    timings: dict[str, float] | None = None  # seconds per part of the run, see stream_lstm
+    deflate_threads: int = 0  # threads deflating Y's chunks; 0: HDF5 deflated them (or Y is not deflated)
 
 
 def stream_lstm(
@@ -46,6 +47,12 @@ def stream_lstm(
 
     ``arguments`` holds H0, C0, weights, recurrentWeights, bias as arrays. Writes Y,
     hiddenState, cellState and YFormat. ``progress(steps_done, steps)`` is called after each block.
+
+    X is read one block ahead on a thread, Y written (and deflated, on a few threads) behind on
+    another, while the engine computes. The result's ``timings``: "read" (the reading thread's
+    time), "compute", "deflate" (CPU time of the shuffle and zlib, summed over its threads;
+    absent where HDF5 deflates Y itself, inside "write"), "write" (Y into the file), and the
+    computing thread's waits for them, "wait_read" and "wait_write".
     """
     if options.data_format is None:
         raise MlstmError(
@@ -56,6 +63,8 @@ def stream_lstm(
     time_axis = fmt.axis("T")
     steps = fmt.size("T")
     backend = get_engine(engine)
+
+    x = x.for_blocks(time_axis) if hasattr(x, "for_blocks") else x
 
     def block(start: int, stop: int) -> Any:
         return x.read(time_axis, start, stop)
@@ -78,7 +87,7 @@ def stream_lstm(
     full_sizes = tuple(steps if label == "T" else size for label, size in zip(y_labels, problem.y_sizes))
     y_size = matlab_shape(full_sizes)
     y_time_axis = y_labels.index("T")
-    write_y = output.create("Y", y_size, problem.y_class)
+    write_y = output.create("Y", y_size, problem.y_class, axis=y_time_axis)
 
     def read(start: int, stop: int) -> Any:
         raw = block(start, stop)
@@ -92,9 +101,22 @@ def stream_lstm(
 
     timings: dict[str, float] = {}
     hidden_state, cell_state = run_blocks(
-        runner, steps, chunk, read, write, problem.hidden_state, problem.cell_state, progress=progress, timings=timings
+        runner,
+        steps,
+        chunk,
+        read,
+        write,
+        problem.hidden_state,
+        problem.cell_state,
+        progress=progress,
+        timings=timings,
+        read_ahead=True,
     )
+    split = output.block_timings() if hasattr(output, "block_timings") else {}
+    threads = int(split.pop("deflate_threads", 0))
+    timings.update(split)
     output.write("hiddenState", problem.restore_state(hidden_state, problem.hidden_class))
     output.write("cellState", problem.restore_state(cell_state, problem.cell_class))
     output.write("YFormat", y_labels)
-    return StreamResult(problem, backend.name, y_size, y_labels, chunk, steps, getattr(runner, "detail", ""), timings)
+    detail = getattr(runner, "detail", "")
+    return StreamResult(problem, backend.name, y_size, y_labels, chunk, steps, detail, timings, threads)

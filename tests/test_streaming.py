@@ -63,7 +63,7 @@ class MemoryOutput:
     def __init__(self):
         self.variables = {}
 
-    def create(self, name, size, dtype):
+    def create(self, name, size, dtype, axis=None):
         self.variables[name] = np.zeros(size, dtype)
         arr = self.variables[name]
 

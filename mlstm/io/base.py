@@ -43,6 +43,9 @@ class Declared:
         return len(self.shape)
 
 
+ALIGNED_READ_LIMIT = 64 << 20  # most bytes held for chunk-aligned reads of a streamed X (two slabs of chunks)
+
+
 class LazyArray:
     """A single or double HDF5 dataset read slice by slice, in MATLAB's dimension order.
 
@@ -57,6 +60,27 @@ class LazyArray:
         self.size = tuple(reversed(shape)) if reversed_dims else shape
         self.dtype = dataset.dtype
 
+    def for_blocks(self, axis: int) -> LazyArray:
+        """This array, for reading in consecutive blocks along MATLAB dimension ``axis``.
+
+        A chunked (say compressed) dataset is read in slabs of whole chunks along ``axis``
+        (:class:`ChunkAlignedArray`), so that each chunk is read and decompressed once whatever
+        the block length: HDF5's chunk cache (1 to 8 MB by version) is smaller than a row of chunks
+        across a large X, so a chunk that two blocks share would be decompressed for each. A
+        contiguous dataset needs nothing: a block is one slab of the file."""
+        ds = self.dataset
+        chunks = getattr(ds, "chunks", None)
+        ndim = len(self.size)
+        if chunks is None or axis >= ndim:
+            return self
+        stored = ndim - 1 - axis if self.reversed_dims else axis
+        step_bytes = ds.dtype.itemsize
+        for k, n in enumerate(ds.shape):
+            step_bytes *= 1 if k == stored else int(n)
+        if int(chunks[stored]) <= 1 or 2 * int(chunks[stored]) * step_bytes > ALIGNED_READ_LIMIT:
+            return self  # chunks one step long are aligned already; too long ones cost too much memory
+        return ChunkAlignedArray(ds, self.reversed_dims, axis, stored, int(chunks[stored]))
+
     def read(self, axis: int, start: int, stop: int) -> Any:
         """Elements start:stop along MATLAB dimension ``axis`` (0-based), all of the others."""
         ndim = len(self.size)
@@ -65,6 +89,47 @@ class LazyArray:
             index[ndim - 1 - axis if self.reversed_dims else axis] = slice(start, stop)
         block = self.dataset[tuple(index)]
         return block.T if self.reversed_dims else block
+
+
+class ChunkAlignedArray(LazyArray):
+    """A chunked dataset read in consecutive blocks along one axis, in slabs of whole chunks: a
+    read takes from the rest of the previous slab, then reads up to the next chunk boundary past
+    its end. Each chunk is read once; at most a block plus one chunk length is held. A read that
+    does not start where the previous one ended (or inside what is held) starts afresh."""
+
+    def __init__(self, dataset: Any, reversed_dims: bool, axis: int, stored_axis: int, chunk_length: int):
+        super().__init__(dataset, reversed_dims)
+        self._axis = axis  # MATLAB dimension
+        self._stored = stored_axis  # the same dimension in the dataset
+        self._chunk = chunk_length
+        self._held: Any = None  # stored-order data for [self._lo, self._hi) along the axis
+        self._lo = self._hi = 0
+
+    def _slab(self, start: int, stop: int) -> Any:
+        index = [slice(None)] * self.dataset.ndim
+        index[self._stored] = slice(start, stop)
+        return self.dataset[tuple(index)]
+
+    def read(self, axis: int, start: int, stop: int) -> Any:
+        if axis != self._axis:
+            return super().read(axis, start, stop)
+        if self._held is None or not self._lo <= start <= self._hi:
+            self._lo = self._hi = start - start % self._chunk
+            self._held = None
+        if stop > self._hi:
+            end = min(-(-stop // self._chunk) * self._chunk, self.dataset.shape[self._stored])
+            new = self._slab(self._hi, end)
+            kept = [] if self._held is None else [self._take(self._held, start - self._lo, self._hi - self._lo)]
+            self._held = np.concatenate([*kept, new], axis=self._stored) if kept else new
+            self._lo, self._hi = (start if kept else self._hi), end
+        block = self._take(self._held, start - self._lo, stop - self._lo)
+        self._held, self._lo = self._take(self._held, stop - self._lo, self._hi - self._lo), stop
+        return block.T if self.reversed_dims else block
+
+    def _take(self, data: Any, start: int, stop: int) -> Any:
+        index = [slice(None)] * data.ndim
+        index[self._stored] = slice(start, stop)
+        return data[tuple(index)]
 
 
 class MatrixFile(ABC):
