@@ -24,7 +24,8 @@ reason when it is not there:
   general strides: c = z (rs 4H, cs 1) += a = h (rs H, cs 1) . b = R' (rs 1, cs H).
 - mlstm packed: mlstm_pack_?(R, 4H, H, packed) once, then mlstm_packed_gemm_?(packed, 4H, H, h,
   B, z, 4H) per step, when mlstm/engines/_cpu_lstm*.so exports them.
-- inline loop: the plain C loop mlstm uses where 4H * H * B <= 8192, at those shapes only.
+- inline loop: the plain C loop mlstm's row-major loop uses where 4H * H * B <= 8192, at those
+  shapes only (the gate-major loop's inline product, over B, is not timed).
 
 Every kernel's result is checked against NumPy first (one step from z = 0). Single-threaded,
 then with 2 threads for the libraries that thread (OpenBLAS, MKL; the BLIS build of cython-blis
@@ -138,7 +139,7 @@ class Kernel:
     family: str = ""  # the library: with 2 threads, a pause comes before a change of library
     only: Any = None  # predicate (B, H) -> bool: the shapes it applies to
     note: str = ""
-    pack_s: dict[tuple, float] = field(default_factory=dict)  # (dtype, B, H) -> seconds to pack R
+    pack_s: dict[tuple, tuple] = field(default_factory=dict)  # (dtype, B, H) -> (seconds to pack R, bytes)
 
     def applies(self, dtype: np.dtype, B: int, H: int, threads: int) -> bool:
         if dtype not in self.loops or (self.only and not self.only(B, H)):
@@ -282,7 +283,7 @@ def mkl_kernels(driver: Driver, skipped: dict, info: dict) -> list[Kernel]:
                     mkl.pack(dtype, B, H, r, packed)
                     best = min(best, time.perf_counter() - started)
                 cache[key] = packed
-                packed_kernel.pack_s[(dtype, B, H)] = best
+                packed_kernel.pack_s[(dtype, B, H)] = (best, packed.nbytes)
             return loop(fn, B, H, cache[key].ctypes.data, h.ctypes.data, z.ctypes.data, steps)
 
         return run
@@ -364,7 +365,7 @@ def mlstm_kernels(driver: Driver, skipped: dict, info: dict) -> list[Kernel]:
                     pack(r.ctypes.data, 4 * H, H, packed.ctypes.data)
                     best = min(best, time.perf_counter() - started)
                 cache[key] = packed
-                kernel.pack_s[(dtype, B, H)] = best
+                kernel.pack_s[(dtype, B, H)] = (best, packed.nbytes)
             return loop(fn, B, H, cache[key].ctypes.data, h.ctypes.data, z.ctypes.data, steps)
 
         kernel.loops[dtype] = run
@@ -385,7 +386,7 @@ def naive_kernel(driver: Driver) -> Kernel:
         "inline loop",
         {f32: bind(f32), f64: bind(f64)},
         only=lambda B, H: 4 * H * H * B <= 8192,
-        note="mlstm's loop where 4H*H*B <= 8192",
+        note="mlstm's row-major loop where 4H*H*B <= 8192 (the gate-major one is not timed)",
     )
 
 
@@ -410,7 +411,7 @@ def bench_kernels(kernels: list[Kernel], opts: argparse.Namespace, thread_counts
             if opts.quick and threads > 1 and dtype == np.float64:
                 continue
             if opts.wait_idle:
-                wait_for_idle(opts.wait_idle)
+                wait_idle(opts)
             for B, H in shapes:
                 rng = np.random.default_rng(2)
                 r = aligned(4 * H * H, dtype).reshape(4 * H, H)
@@ -439,10 +440,23 @@ def bench_kernels(kernels: list[Kernel], opts: argparse.Namespace, thread_counts
                         previous = k.family
                         times[k.name].append(k.loops[dtype](B, H, r, h, z, steps[k.name]) / steps[k.name])
                 row["us"] = {name: 1e6 * statistics.median(t) for name, t in times.items()}
-                row["pack_us"] = {k.name: 1e6 * k.pack_s[(dtype, B, H)] for k in live if (dtype, B, H) in k.pack_s}
+                row["pack"] = {
+                    k.name: {"us": 1e6 * k.pack_s[key][0], "bytes": k.pack_s[key][1], "r_bytes": r.nbytes}
+                    for k in live
+                    if (key := (dtype, B, H)) in k.pack_s
+                }
                 rows.append(row)
                 print(kernel_line(row, [k.name for k in kernels]), flush=True)
     return rows
+
+
+WAITED = [0.0]  # seconds spent in wait_idle
+
+
+def wait_idle(opts: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    wait_for_idle(opts.wait_idle)
+    WAITED[0] += time.perf_counter() - started
 
 
 def rounds(opts: argparse.Namespace):
@@ -591,7 +605,7 @@ def bench_lstm(opts: argparse.Namespace, thread_counts: list[int], tmp: str, ski
                 blas.set(threads)
             for C, H, B, T in shapes:
                 if opts.wait_idle:
-                    wait_for_idle(opts.wait_idle)
+                    wait_idle(opts)
                 args = problem(C, H, B, T, np.float32)
                 X, H0, C0, W, R, b = args
                 peers: dict = {}
@@ -700,6 +714,9 @@ def main() -> None:
     parser.add_argument(
         "--wait-idle", type=float, help="Before each group of rows, wait (up to 10 min) until the machine is this idle."
     )
+    parser.add_argument(
+        "--row-budget", type=float, default=12.0, help="Stop a row's rounds after 3 once it has taken this long (s)."
+    )
     parser.add_argument("--no-lstm", action="store_true", help="Only the kernels (part 1).")
     parser.add_argument("--json", help="Also write the rows as JSON here.")
     parser.add_argument("--markdown", help="Also write the header and the tables here (Markdown).")
@@ -748,9 +765,12 @@ def main() -> None:
                 f"{mkl.code_path()} (MKL_ENABLE_INSTRUCTIONS={os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'unset')})"
             )
         packs = {
-            f"{r['dtype']} {r['B']},{r['H']}": {k: round(v, 1) for k, v in r["pack_us"].items()}
+            f"{r['dtype']} {r['B']},{r['H']}": {
+                k: f"{v['us']:.1f} µs, {v['bytes'] / 1e3:.0f} kB (R: {v['r_bytes'] / 1e3:.1f} kB)"
+                for k, v in r["pack"].items()
+            }
             for r in krows
-            if r["pack_us"] and r["threads"] == 1
+            if r["pack"] and r["threads"] == 1
         }
         lrows: list[dict] = []
         if not opts.no_lstm:
@@ -761,7 +781,8 @@ def main() -> None:
     tail = [
         "",
         f"# versions: {json.dumps(info)}",
-        f"# packing R (the fastest of 3 packs after a first, allocation excluded), µs, 1 thread: {json.dumps(packs)}",
+        "# packing R, 1 thread (the fastest of 3 packs after a first, allocation excluded; packed size): "
+        + json.dumps(packs, ensure_ascii=False),
         *(f"# skipped {name}: {why}" for name, why in skipped.items()),
         *(f"# notes: {k.name}: {k.note}" for k in kernels if k.note),
         *(
@@ -770,7 +791,8 @@ def main() -> None:
             for r in lrows
             if "dnnl_impl" in r
         ),
-        f"# load average after: {load()}; the whole run took {time.perf_counter() - started:.0f} s",
+        f"# load average after: {load()}; the whole run took {time.perf_counter() - started:.0f} s"
+        + (f", {WAITED[0]:.0f} s of it waiting for an idle machine" if opts.wait_idle else ""),
     ]
     lines += tail
     print("\n".join(tail), flush=True)

@@ -102,7 +102,7 @@ typedef void (*mlstm_dpacked_f)(const double *, long, long, const double *, long
 MLSTM_LOOP(f32, float, mlstm_spacked_f)
 MLSTM_LOOP(f64, double, mlstm_dpacked_f)
 
-/* ---- the inline loop mlstm's compiled loop uses where 4H * H * B <= 8192 (SMALL_PRODUCT) */
+/* ---- the inline loop mlstm's row-major loop (mlstm_run_?) uses where 4H * H * B <= 8192 (SMALL_PRODUCT) */
 #define NAIVE_LOOP(SUF, REAL)                                                                          \
     double naive_##SUF(void *fn, long B, long H, const REAL *r, const REAL *h, REAL *z, long steps) {  \
         (void)fn;                                                                                      \
