@@ -276,3 +276,23 @@ def test_plans_are_remembered_per_recurrent_kernel(measuring, monkeypatch):
     assert eng.chosen_plan.source == "measured" and "recurrent=packed " in eng.detail
     stored = json.loads(measuring.read_text())["plans"]
     assert sorted(k.rsplit("| ", 1)[1] for k in stored) == sorted(["recurrent blas", f"recurrent {eng.last_kernel}"])
+
+
+def test_one_allowed_thread_keeps_the_blas_at_one_thread(monkeypatch):
+    """MLSTM_NUM_THREADS=1 (or a one-CPU allowance) means one thread: the BLAS's own threads
+    included (the serial plan would leave OpenBLAS at its default count)."""
+    monkeypatch.setenv("MLSTM_NUM_THREADS", "1")
+    monkeypatch.delenv("MLSTM_CPU_PLAN", raising=False)
+    eng, p, args = engine_and_problem(np.float32, H=64, B=32, T=400, C=16)
+    seen = []
+    blas = eng.loop.blas_threads
+    real_set = blas.set
+
+    def recording_set(n):
+        seen.append(n)
+        return real_set(n)
+
+    monkeypatch.setattr(blas, "set", recording_set)
+    assert_matches_reference(run(eng, p), args, np.float32)
+    assert eng.chosen_plan.kind == "single" and eng.last_plan == "serial, BLAS at 1 thread"
+    assert seen[:1] == [1]  # set to one thread for the run (and put back after)

@@ -116,9 +116,12 @@ def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype, co
 
 def rule(steps: int, batch: int, input_size: int, hidden: int, dtype: np.dtype, cores: int) -> Plan:
     """The plan for a run too small to measure (fixed rules, tuned on the Intel Xeon of
-    benchmarks/RESULTS.md): no threads under about 5 million multiply-adds, the batch split where
+    benchmarks/RESULTS.md): one thread, the BLAS's included, where one core is allowed; no
+    threads under about 5 million multiply-adds, the batch split where
     the cell pass dominates, the unit split for few observations and H >= 64."""
-    if cores < 2 or steps * batch * 4 * hidden * (input_size + hidden) < PARALLEL_MIN_WORK:
+    if cores < 2:  # one core allowed (MLSTM_NUM_THREADS=1, a one-CPU cgroup): the BLAS at one thread too
+        return Plan("single")
+    if steps * batch * 4 * hidden * (input_size + hidden) < PARALLEL_MIN_WORK:
         return Plan("serial")
     threads = worker_threads(batch, input_size, hidden, np.dtype(dtype), cores)
     if threads > 1:
