@@ -2,7 +2,7 @@
 loop, through each candidate kernel, in one run on this machine; and whole LSTM runs of mlstm,
 ONNX Runtime and oneDNN's LSTM primitive.
 
-    pip install '.[bench]'        # blis, mkl, onednn-cpu-gomp (+ its headers), onnxruntime
+    pip install '.[kernel-peers]' # blis, mkl, onednn-cpu-gomp (+ its headers), onnxruntime
     python setup.py build_ext --inplace
     python benchmarks/bench_kernels.py [--quick] [--repeats 5] [--markdown out.md] [--json out.json]
 
