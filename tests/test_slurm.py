@@ -169,8 +169,12 @@ def test_cancelled_job_array_resumes_only_the_rest(cluster, problem, tmp_path):
     assert len(running) == 2 and not {"0", "1"} & set(running), cluster.active(job)
     cluster.run("scancel", job)
     cluster.wait(job)
-    # SIGTERM reached the two running mlstm processes: status 143, temporaries removed.
+    # SIGTERM reached the two running mlstm processes: status 143, temporaries removed. (squeue
+    # can drop the job a moment before the last lines reach the log: wait for them, briefly.)
     for task in running:
+        deadline = time.monotonic() + 15
+        while "mlstm exit status" not in (log(work, job, task) or "") and time.monotonic() < deadline:
+            time.sleep(0.1)
         text = log(work, job, task)
         assert "mlstm: interrupted by SIGTERM" in text and "mlstm exit status 143" in text, text
     assert not glob.glob(str(results / ".mlstm-*.tmp"))
