@@ -358,10 +358,16 @@ static packed_kernel choose_packed_kernel(int f64) {
     return f64 ? (packed_kernel){4, plain_f64_gemm} : (packed_kernel){8, plain_f32_gemm};
 }
 
+static packed_kernel chosen_kernels[2];
+static pthread_once_t kernels_chosen = PTHREAD_ONCE_INIT;
+static void choose_packed_kernels(void) {
+    chosen_kernels[0] = choose_packed_kernel(0);
+    chosen_kernels[1] = choose_packed_kernel(1);
+}
+
 static packed_kernel packed_kernel_for(int f64) {
-    static packed_kernel chosen[2]; /* a benign race: every thread computes the same value */
-    if (chosen[f64].gemm == NULL) chosen[f64] = choose_packed_kernel(f64);
-    return chosen[f64];
+    pthread_once(&kernels_chosen, choose_packed_kernels);
+    return chosen_kernels[f64 ? 1 : 0];
 }
 
 /* R (4H x H) packed for the loops: rows split into nslices slices as the unit split splits them
