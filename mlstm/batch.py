@@ -288,8 +288,10 @@ class Batch:
 
 
 def _check_creatable(out_dir: str) -> None:
-    """MlstmError unless ``out_dir`` (absent) could be created: its nearest existing ancestor is a
-    writable directory."""
+    """MlstmError unless ``out_dir`` (not a directory) could be created: it does not exist, and
+    its nearest existing ancestor is a writable directory."""
+    if os.path.lexists(out_dir):
+        raise MlstmError("cannot create the directory (a file of that name exists)", f"--out-dir {out_dir}")
     parent = os.path.dirname(os.path.abspath(out_dir))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)

@@ -296,3 +296,21 @@ def test_one_allowed_thread_keeps_the_blas_at_one_thread(monkeypatch):
     assert_matches_reference(run(eng, p), args, np.float32)
     assert eng.chosen_plan.kind == "single" and eng.last_plan == "serial, BLAS at 1 thread"
     assert seen[:1] == [1]  # set to one thread for the run (and put back after)
+
+
+def test_the_kernel_reported_is_the_one_the_loop_ran(monkeypatch):
+    """Small products are multiplied inline by the serial loops whatever kernel is asked for, and
+    -v says so; an unknown MLSTM_CPU_KERNEL or MLSTM_PACKED_ISA is an error, as MLSTM_CPU_PLAN's is."""
+    monkeypatch.setenv("MLSTM_CPU_KERNEL", "packed")
+    monkeypatch.setenv("MLSTM_CPU_PLAN", "serial")
+    eng, p, args = engine_and_problem(np.float64, H=8, B=4)  # 4H * H * B = 1024: inline
+    assert_matches_reference(run(eng, p), args, np.float64)
+    assert eng.last_kernel == "inline"
+    monkeypatch.setenv("MLSTM_CPU_PLAN", "units")  # the unit split has no inline path: packed
+    run(eng, p)
+    assert eng.last_kernel.startswith("packed ")
+    for name, value in (("MLSTM_CPU_KERNEL", "mkl"), ("MLSTM_PACKED_ISA", "avx-512")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(MlstmError, match=f"{name}: expected one of .*found '{value}'"):
+            run(eng, p)
+        monkeypatch.delenv(name)

@@ -103,6 +103,8 @@ def test_batch_dry_run_creates_no_directory(tmp_path, rng):
     (tmp_path / "file").write_text("not a directory")
     proc = run_mlstm("batch", "a.mat", "--out-dir", "file/sub", "--dry-run", cwd=tmp_path)
     assert_one_line_error(proc, "--out-dir file/sub", "cannot create the directory", "is not a directory")
+    proc = run_mlstm("batch", "a.mat", "--out-dir", "file", "--dry-run", cwd=tmp_path)  # as the real run says
+    assert_one_line_error(proc, "--out-dir file", "cannot create the directory", "a file of that name exists")
 
 
 def test_python_api_does_what_the_commands_do(tmp_path, rng):

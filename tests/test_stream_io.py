@@ -118,7 +118,7 @@ def _dataset_pair(tmp_path, shape, chunks, dtype=np.float32, **filters):
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_deflated_rows_store_what_hdf5_would(tmp_path, monkeypatch, shape, chunks, axis, blocks, threads, shuffle):
-    monkeypatch.setattr(h5write, "DEFLATE_THREADS", threads)
+    monkeypatch.setenv("MLSTM_NUM_THREADS", str(threads))  # the writer's threads follow the allowance
     data = np.random.default_rng(3).standard_normal(shape).astype(np.float32).round(2)
     out, ds = _dataset_pair(tmp_path, shape, chunks, compression="gzip", compression_opts=6, shuffle=shuffle)
     rows = DeflatedRows.for_dataset(ds, axis, out._raw.raise_error)
@@ -152,6 +152,22 @@ def test_deflated_rows_only_where_the_filters_and_memory_allow(tmp_path, monkeyp
     monkeypatch.setattr(h5write, "ROW_BUDGET", 10 * 10 * 4 - 1)  # one row of chunks is 10x10 singles
     assert DeflatedRows.for_dataset(f["a"], 0, check) is None
     out.close()
+
+
+def test_deflate_threads_follow_the_cores_allowed(monkeypatch):
+    monkeypatch.setenv("MLSTM_NUM_THREADS", "1")  # a SLURM task's share: no extra zlib threads
+    assert h5write.deflate_threads() == 1
+    monkeypatch.setenv("MLSTM_NUM_THREADS", "64")
+    assert h5write.deflate_threads() == h5write.DEFLATE_MAX_THREADS
+
+
+def test_an_empty_read_of_chunked_x(tmp_path):
+    path, _ = _chunked_x(tmp_path, (100, 3, 5), (50, 2, 5))
+    with h5py.File(path, "r") as f:
+        aligned = LazyArray(f["X"], reversed_dims=False).for_blocks(0)
+        assert isinstance(aligned, ChunkAlignedArray)
+        assert aligned.read(0, 50, 50).shape == (0, 3, 5)  # at a chunk boundary, nothing held yet
+        np.testing.assert_array_equal(aligned.read(0, 0, 60), f["X"][0:60])
 
 
 def test_blocks_must_arrive_in_order(tmp_path):

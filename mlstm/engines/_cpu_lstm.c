@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #if defined(__linux__)
 #include <linux/futex.h>
@@ -237,7 +238,8 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
  * broadcasts per q. Variants: AVX-512 (NR = 64 floats / 32 doubles), AVX2+FMA (16 / 8), and
  * plain C (8 / 4) elsewhere; chosen once at run time from the CPU's features. Each element of z
  * is one FMA chain over q in order, so the result does not depend on B, the tile or the thread
- * that computes it (the unit split and the batch split give the serial loop's bits). */
+ * that computes it: where every loop runs this kernel, the unit and batch splits give the serial
+ * loop's bits (not for products small enough that the serial loops multiply them inline). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define MLSTM_X86_KERNELS 1
 #include <immintrin.h>
@@ -347,9 +349,9 @@ static packed_kernel choose_packed_kernel(int f64) {
 #ifdef MLSTM_X86_KERNELS
     __builtin_cpu_init();
     const int any = want == NULL || want[0] == '\0';
-    if ((any || strcmp(want, "avx512") == 0) && __builtin_cpu_supports("avx512f"))
+    if ((any || strcasecmp(want, "avx512") == 0) && __builtin_cpu_supports("avx512f"))
         return f64 ? (packed_kernel){32, avx512_f64_gemm} : (packed_kernel){64, avx512_f32_gemm};
-    if ((any || strcmp(want, "avx512") == 0 || strcmp(want, "avx2") == 0) && __builtin_cpu_supports("avx2") &&
+    if ((any || strcasecmp(want, "avx512") == 0 || strcasecmp(want, "avx2") == 0) && __builtin_cpu_supports("avx2") &&
         __builtin_cpu_supports("fma"))
         return f64 ? (packed_kernel){8, avx2_f64_gemm} : (packed_kernel){16, avx2_f32_gemm};
 #else

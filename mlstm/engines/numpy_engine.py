@@ -376,8 +376,18 @@ class NumpyLSTM:
                 blas.set(blas_count)
         gate_major = plan.kind in ("serial", "single") and hidden < GATE_MAJOR_MAX_H and batch >= hidden
         self.last_plan = plan.label + (", gate-major" if gate_major else "")
-        self.last_kernel = f"packed {loop.packed.isa}" if packed and not gate_major else self._blas_kernel(batch)
+        self.last_kernel = self._kernel_that_ran(plan, packed, gate_major, batch)
         return status
+
+    def _kernel_that_ran(self, plan: Plan, packed: bool, gate_major: bool, batch: int) -> str:
+        """What computed the recurrent product, in the C loops' own order: the serial loops
+        multiply small products inline whatever was asked; the gate-major loop has no packed path."""
+        serial = plan.kind in ("serial", "single")
+        if serial and self._small_product(batch):
+            return "inline"
+        if packed and not gate_major:
+            return f"packed {self.loop.packed.isa}"
+        return "blas gemv" if batch == 1 and not gate_major and plan.kind != "batch" else "blas gemm"
 
     def _use_packed(self, batch: int) -> bool:
         """Whether the recurrent product goes to the packed kernel (R packed once per engine,
@@ -385,17 +395,19 @@ class NumpyLSTM:
         the packed kernel, but for products small enough that the serial loops multiply inline.
         On the AMD EPYC measured (RESULTS.md) it was as fast as OpenBLAS's gemm/gemv or faster
         for every plan and shape but one (the unit split at B = 256, H = 64)."""
+        isa = os.environ.get("MLSTM_PACKED_ISA", "").strip().lower()
+        if isa not in ("", "avx512", "avx2", "plain"):  # (read once per process by the C)
+            raise MlstmError(f"MLSTM_PACKED_ISA: expected one of avx512, avx2, plain, found {isa!r}")
         forced = os.environ.get("MLSTM_CPU_KERNEL", "").strip().lower()
         if forced in ("packed", "blas"):
             return forced == "packed"
+        if forced not in ("", "auto"):
+            raise MlstmError(f"MLSTM_CPU_KERNEL: expected one of auto, packed, blas, found {forced!r}")
         return not self._small_product(batch)
 
     def _small_product(self, batch: int) -> bool:
         """The serial loops compute products this small inline (``SMALL_PRODUCT`` in the C)."""
         return 4 * self.hidden_size * self.hidden_size * batch <= SMALL_PRODUCT
-
-    def _blas_kernel(self, batch: int) -> str:
-        return "inline" if self._small_product(batch) else "blas gemv" if batch == 1 else "blas gemm"
 
     def _rp(self, packed: bool, slices: int, r: np.ndarray | None = None) -> dict[str, Any]:
         """The loops' ``rp``/``rp_len`` arguments: R (or the unit split's permuted ``r``) packed in

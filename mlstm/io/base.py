@@ -111,7 +111,7 @@ class ChunkAlignedArray(LazyArray):
         return self.dataset[tuple(index)]
 
     def read(self, axis: int, start: int, stop: int) -> Any:
-        if axis != self._axis:
+        if axis != self._axis or stop <= start:  # (an empty read: nothing to hold)
             return super().read(axis, start, stop)
         if self._held is None or not self._lo <= start <= self._hi:
             self._lo = self._hi = start - start % self._chunk

@@ -16,7 +16,6 @@ thread, under h5py's lock.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from typing import Any
@@ -28,7 +27,17 @@ from .hdf5 import _h5py, storage_options
 from .mat73 import MatlabConventions
 from .output import GuardedFile
 
-DEFLATE_THREADS = max(1, min(4, os.cpu_count() or 1))
+DEFLATE_MAX_THREADS = 4  # zlib threads per writer, at most; fewer where fewer cores are allowed
+
+
+def deflate_threads() -> int:
+    """Deflate threads for a writer made now: the cores this process may use (MLSTM_NUM_THREADS,
+    else its CPU affinity, as the engine counts them), at most DEFLATE_MAX_THREADS."""
+    from ..engines.cpu_plans import cores
+
+    return max(1, min(DEFLATE_MAX_THREADS, cores()))
+
+
 ROW_BUDGET = 64 << 20  # most bytes in one row of Y's chunks; two rows are held at most
 TASK_BYTES = 1 << 20  # input bytes per deflate task: enough to make a task's overhead small
 
@@ -216,7 +225,7 @@ class DeflatedRows:
             row_bytes *= 1 if k == axis else -(-int(n) // int(c)) * int(c)
         if row_bytes > ROW_BUDGET:
             return None
-        return cls(ds, axis, shuffle, int(rest[0][2][0]), raise_error, DEFLATE_THREADS)
+        return cls(ds, axis, shuffle, int(rest[0][2][0]), raise_error, deflate_threads())
 
     def write_block(self, axis: int, start: int, block: Any) -> None:
         """:meth:`Hdf5Output.create`'s ``write_block`` for a dataset stored in MATLAB's order."""
