@@ -230,14 +230,15 @@ DEFINE_CELLS(f64, double, exp_d, tanh_d)
 /* ---------------------------------------------------------------- the packed recurrent product */
 
 /* Per step the recurrent product z (B x 4H) += h (B x H) R' reads the same R every step. A BLAS
- * gemm packs R into its micro-kernel's panel layout on every call (OpenBLAS: ~a quarter of the
- * step at B = 32, H = 128); here R is packed once per run and a register-blocked FMA kernel reads
- * the panels directly. Panels of NR columns of R' (NR rows of R), stored k-major: panel p holds
+ * gemm packs R into its micro-kernel's panel layout on every call; here R is packed once per
+ * engine (by the Python side, mlstm_pack_rows_*) and a register-blocked FMA kernel reads the
+ * panels directly (B = 32, H = 128, float32, one thread on the AMD EPYC of benchmarks/RESULTS.md:
+ * 43 µs per step against OpenBLAS's sgemm 76). Panels of NR columns of R' (NR rows of R), stored k-major: panel p holds
  * R[p*NR + c][q] at (p*k + q)*NR + c, zero past the last row, so every panel is full width.
  * A tile is MR rows of h by one panel: MR*NV vector accumulators, NV vector loads and MR
  * broadcasts per q. Variants: AVX-512 (NR = 64 floats / 32 doubles), AVX2+FMA (16 / 8), and
  * plain C (8 / 4) elsewhere; chosen once at run time from the CPU's features. Each element of z
- * is one FMA chain over q in order, so the result does not depend on B, the tile or the thread
+ * is one chain of multiply-adds over q in order (fused on AVX), so the result does not depend on B, the tile or the thread
  * that computes it: where every loop runs this kernel, the unit and batch splits give the serial
  * loop's bits (not for products small enough that the serial loops multiply them inline). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)

@@ -146,7 +146,7 @@ class NumpyLSTM:
         self.loop = loops[self.dtype] if loops else None
         self.numpy_reason = None if self.loop else (compiled_loop_unavailable_reason() if compiled else "asked for")
         self.last_plan = "serial"  # what the last call ran, in words
-        self.last_kernel = "blas"  # and what computed its recurrent product (packed_kernel_name)
+        self.last_kernel = "blas"  # and what computed its recurrent product (see _kernel_that_ran)
         self._packed: dict[int, np.ndarray] = {}  # R packed for the packed kernel, per slice count
         self.chosen_plan: Plan | None = None  # and how that plan was chosen
         self.gate_code, self.state_code = GATE_CODES[gate_activation], STATE_CODES[state_activation]
@@ -393,8 +393,8 @@ class NumpyLSTM:
         """Whether the recurrent product goes to the packed kernel (R packed once per engine,
         see ``_cpu_lstm.c``) rather than the BLAS: MLSTM_CPU_KERNEL=packed|blas forces it; else
         the packed kernel, but for products small enough that the serial loops multiply inline.
-        On the AMD EPYC measured (RESULTS.md) it was as fast as OpenBLAS's gemm/gemv or faster
-        for every plan and shape but one (the unit split at B = 256, H = 64)."""
+        On the AMD EPYC measured (RESULTS.md, one thread) it was faster per step than OpenBLAS's
+        gemm/gemv, MKL and BLIS at every benchmark shape but the tiny (B, H) = (32, 3)."""
         isa = os.environ.get("MLSTM_PACKED_ISA", "").strip().lower()
         if isa not in ("", "avx512", "avx2", "plain"):  # (read once per process by the C)
             raise MlstmError(f"MLSTM_PACKED_ISA: expected one of avx512, avx2, plain, found {isa!r}")
