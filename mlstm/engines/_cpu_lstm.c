@@ -7,7 +7,8 @@
  * The elementwise pass is written to vectorise: exp and tanh are computed branch-free from
  * their Taylor series after exact range reduction (errors of a few ulp, tested against NumPy),
  * IEEE special values are blended in explicitly, and GCC's target_clones picks AVX-512, AVX2 or
- * plain SSE2 code at run time. No -ffast-math: NaN and Inf propagate as docs/BEHAVIOUR.md §1 asks.
+ * plain SSE2 code at run time. No -ffast-math: NaN and Inf propagate as docs/BEHAVIOUR.md §1 asks;
+ * setup.py does allow contraction (-ffp-contract=fast), so a*b + c is one FMA on CPUs that have it.
  *
  * Built by setup.py as an optional extension; when it is missing the engine runs its NumPy loop.
  *
