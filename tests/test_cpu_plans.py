@@ -6,6 +6,7 @@ written, read, and ignored when it is corrupt, foreign, or of another version.""
 import importlib.util
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -85,10 +86,36 @@ def test_measured_plan_is_right_and_kept(measuring, dtype):
     assert stored["format"] == "mlstm-cpu-plans"
     key = key_for(dtype)
     assert cpu_plans.cpu_model() in key and np.dtype(dtype).name in key
-    assert stored["plans"][key]["plan"] == chosen.kind
-    cpu_plans.forget()  # a new process: the plan comes from the file
+    assert stored["plans"][key]["plan"] == chosen.kind and stored["plans"][key]["confirmations"] == 1
+    cpu_plans.forget()  # a new process: one measurement is not trusted yet, so it measures again
     run(eng, p)
-    assert eng.chosen_plan.source == "cached" and eng.chosen_plan.kind == chosen.kind
+    assert eng.chosen_plan.source == "measured"
+
+
+def test_a_plan_is_trusted_once_two_processes_measured_it(measuring, monkeypatch):
+    """A measurement made while another process held a core can pick the wrong plan: the file's
+    plan is used only once two measurements (in separate processes) agreed on it."""
+    winners = iter(["batch", "units", "units"])
+
+    def measured(plans, trial, steps):
+        kind = next(winners)
+        return next(replace(plan, source="measured") for plan in plans if plan.kind == kind)
+
+    monkeypatch.setattr(cpu_plans, "measure", measured)
+    key = key_for(np.float64)
+    seen = []
+    for _ in range(4):  # four processes in turn
+        cpu_plans.forget()
+        eng, p, args = engine_and_problem(np.float64)
+        assert_matches_reference(run(eng, p), args, np.float64)
+        entry = json.loads(measuring.read_text())["plans"][key]
+        seen.append((eng.chosen_plan.source, eng.chosen_plan.kind, entry["plan"], entry["confirmations"]))
+    assert seen == [
+        ("measured", "batch", "batch", 1),
+        ("measured", "units", "units", 1),  # disagrees: replaced, not confirmed
+        ("measured", "units", "units", 2),  # agrees: confirmed
+        ("cached", "units", "units", 2),  # from now on the file's plan runs without measuring
+    ]
 
 
 def test_blocked_run_gives_the_bits_of_one_call(measuring, monkeypatch):

@@ -18,6 +18,12 @@ step to its last; once the plan of a shape class is known (in this process, or f
 every later run of that class uses it, and gives the same bits. Smaller runs follow fixed rules
 (:func:`rule`) and never measure.
 
+A measurement sees the machine of its moment: a trial of the unit split while another process
+holds a core says "slow" for a plan that is fastest the rest of the time. So the file trusts a
+plan only once two measurements, in two processes, agreed (:data:`CONFIRMATIONS`): a process that
+finds an unconfirmed entry measures again and either confirms it or replaces it. (Within one
+process the first plan chosen is kept, as always.)
+
 - ``MLSTM_CPU_PLAN=serial|single|batch|units`` forces a plan;
 - ``MLSTM_CPU_CACHE`` unset or empty: the file is ``$XDG_CACHE_HOME/mlstm/cpu-plans.json``
   (``~/.cache/mlstm/cpu-plans.json``); ``0`` (or off/no/false): no file, each process measures
@@ -61,6 +67,7 @@ RETRY_WITHIN = 1.5  # plans slower than this many times the fastest are not time
 # BLAS's gemm for every product: stale, replaced).
 CACHE_FORMAT, CACHE_VERSION = "mlstm-cpu-plans", 2
 CACHE_MAX_ENTRIES = 512
+CONFIRMATIONS = 2  # agreeing measurements (in separate processes) before the file's plan is used
 OFF = ("0", "off", "no", "false")
 
 
@@ -258,9 +265,19 @@ def _read(path: str) -> tuple[str, dict]:
     return "ours", data["plans"]
 
 
-def _entry_plan(entry: object, allowed: list[Plan]) -> Plan | None:
-    """A stored entry as a plan, if it is one of ``allowed`` (a batch split uses this run's count)."""
+def _confirmations(entry: dict) -> int:
+    """How many agreeing measurements stand behind a stored entry (a hand-written entry without
+    the field is trusted)."""
+    count = entry.get("confirmations", CONFIRMATIONS)
+    return count if type(count) is int else 0
+
+
+def _entry_plan(entry: object, allowed: list[Plan], confirmed: bool = True) -> Plan | None:
+    """A stored entry as a plan, if it is one of ``allowed`` (a batch split uses this run's count)
+    and, with ``confirmed``, enough measurements agreed on it."""
     if not isinstance(entry, dict) or entry.get("plan") not in KINDS or type(entry.get("threads")) is not int:
+        return None
+    if confirmed and _confirmations(entry) < CONFIRMATIONS:
         return None
     for plan in allowed:
         if plan.kind == entry["plan"] and (plan.kind == "batch" or plan.threads == entry["threads"]):
@@ -299,10 +316,12 @@ def _write(path: str, key: str, plan: Plan) -> None:
     state, plans = _read(path)
     if state == "foreign":
         return  # someone else's file: left alone
-    plans.pop(key, None)
+    previous = plans.pop(key, None)
+    agrees = isinstance(previous, dict) and (previous.get("plan"), previous.get("threads")) == (plan.kind, plan.threads)
     plans[key] = {
         "plan": plan.kind,
         "threads": plan.threads,
+        "confirmations": min(CONFIRMATIONS, _confirmations(previous) + 1) if agrees else 1,
         "measured": time.strftime("%Y-%m-%d"),
         "why": plan.timings,
         "load average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
