@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,20 +28,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mlstm.engines import numpy_engine  # noqa: E402
+from mlstm.engines import cpu_plans, numpy_engine  # noqa: E402
 
 SHAPE = (64, 256, 1, 3000)  # C, H, B, T: each run takes tens of milliseconds
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def medians_beside_a_busy_core(eng, x, h0, cores, rounds):
@@ -95,7 +83,7 @@ def main(argv=None) -> int:
     h0 = np.zeros((B, H), np.float32)
     os.environ["MLSTM_NUM_THREADS"] = "2"
     cores = sorted(os.sched_getaffinity(0))[:2]
-    print(f"# {cpu_model()}, cores {cores}, load {os.getloadavg()[0]:.2f}; (C,H,B,T)={SHAPE} float32")
+    print(f"# {cpu_plans.cpu_model()}, cores {cores}, load {os.getloadavg()[0]:.2f}; (C,H,B,T)={SHAPE} float32")
     best = float("inf")
     for attempt in range(1, args.tries + 1):
         median = medians_beside_a_busy_core(eng, x, h0, cores, args.rounds)

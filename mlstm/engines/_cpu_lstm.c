@@ -430,6 +430,7 @@ DEFINE_PACK_ROWS(f64, double, 1)
 #define STOP_REQUESTED(stop) ((stop) != NULL && __atomic_load_n((stop), __ATOMIC_RELAXED) != 0)
 
 #define SMALL_PRODUCT 8192 /* 4H * H * B multiply-adds: below this the recurrent product is done inline */
+const long mlstm_small_product = SMALL_PRODUCT; /* read by numpy_engine.py (one limit for both sides) */
 
 /* The whole recurrence in one call, time in blocks of `block` steps sharing the gate buffer zbuf
  * (block, B, 4H). Per block, one gemm: z = x W' + b. Per step, one gemm z_t += h_{t-1} R', then

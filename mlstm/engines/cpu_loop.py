@@ -217,6 +217,7 @@ class CompiledLoop:
         self.parallel, self.units = entries["run_parallel"], entries["run_units"]
         self.gemm, self.gemv, self.blas_threads = gemm, gemv, blas_threads
         self.max_unit_threads = 1  # set from the library by the loader
+        self.small_product = 0  # 4H * H * B up to which the serial loops multiply inline: the loader
         self.packed: PackedKernel | None = None  # set by the loader
 
     def blas_description(self) -> str:
@@ -262,6 +263,7 @@ def _bind(path: str, cython_blas: Any) -> dict[np.dtype, CompiledLoop]:
     api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
     blas_threads = _blas_threads()
     max_unit_threads = ctypes.c_int.in_dll(lib, "mlstm_max_unit_threads").value
+    small_product = ctypes.c_long.in_dll(lib, "mlstm_small_product").value
 
     def blas_function(name: str) -> int:
         capsule = cython_blas.__pyx_capi__[name]
@@ -272,6 +274,7 @@ def _bind(path: str, cython_blas: Any) -> dict[np.dtype, CompiledLoop]:
         entries = {e: Entry(lib, f"mlstm_{e}_{suffix}") for e in ENTRY_POINTS}
         loop = CompiledLoop(entries, blas_function(prefix + "gemm"), blas_function(prefix + "gemv"), blas_threads)
         loop.max_unit_threads = max_unit_threads
+        loop.small_product = small_product
         loop.packed = PackedKernel(lib, suffix, np.dtype(dtype))
         loops[np.dtype(dtype)] = loop
     return loops

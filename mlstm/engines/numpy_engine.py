@@ -45,7 +45,6 @@ from .cpu_plans import Plan
 
 name = "numpy"
 BLOCK_BYTES = 4 << 20
-SMALL_PRODUCT = 8192  # 4H * H * B below which the serial loops multiply inline (as in _cpu_lstm.c)
 GATE_MAJOR_MAX_H = 16  # below this H (and B >= H) the gates are laid out gate-major, loops run over B
 GATE_CODES = {"sigmoid": 0, "hard-sigmoid": 1}
 STATE_CODES = {"tanh": 0, "softsign": 1, "relu": 2}
@@ -406,8 +405,8 @@ class NumpyLSTM:
         return not self._small_product(batch)
 
     def _small_product(self, batch: int) -> bool:
-        """The serial loops compute products this small inline (``SMALL_PRODUCT`` in the C)."""
-        return 4 * self.hidden_size * self.hidden_size * batch <= SMALL_PRODUCT
+        """The serial loops compute products this small inline (the C's ``SMALL_PRODUCT``)."""
+        return 4 * self.hidden_size * self.hidden_size * batch <= self.loop.small_product
 
     def _rp(self, packed: bool, slices: int, r: np.ndarray | None = None) -> dict[str, Any]:
         """The loops' ``rp``/``rp_len`` arguments: R (or the unit split's permuted ``r``) packed in
