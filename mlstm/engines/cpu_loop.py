@@ -149,18 +149,28 @@ class Entry:
         return values
 
     def _checked_array(self, param: Param, value: Any, shape: tuple[int, ...]) -> int:
+        # The messages are built only on failure: formatting a dtype costs microseconds, and a
+        # small run's nine arrays are checked on every call.
+        if (
+            type(value) is np.ndarray
+            and value.dtype == param.dtype
+            and value.shape == shape
+            and value.flags.c_contiguous
+            and (param.const or value.flags.writeable)
+        ):
+            return value.ctypes.data
         where = f"compiled loop {self.name}: argument {param.name}"
         expected = f"a C-contiguous{'' if param.const else ' writable'} {param.dtype} array of shape {shape}"
         if not isinstance(value, np.ndarray):
             raise MlstmError(f"{where}: expected {expected}, found {type(value).__name__}")
+        ok = value.dtype == param.dtype and value.shape == shape and value.flags.c_contiguous
+        if ok and (param.const or value.flags.writeable):
+            return value.ctypes.data  # an ndarray subclass that passes
         found = (
             f"{'' if value.flags.c_contiguous else 'non-contiguous '}"
             f"{'' if value.flags.writeable else 'read-only '}{value.dtype} array of shape {value.shape}"
         )
-        ok = value.dtype == param.dtype and value.shape == shape and value.flags.c_contiguous
-        if not ok or not (param.const or value.flags.writeable):
-            raise MlstmError(f"{where}: expected {expected}, found {found}")
-        return value.ctypes.data
+        raise MlstmError(f"{where}: expected {expected}, found {found}")
 
     def __call__(self, **args: Any) -> int:
         status = int(self.function(*self.check(args)))
