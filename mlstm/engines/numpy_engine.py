@@ -191,7 +191,7 @@ class NumpyLSTM:
         return max(1, min(BLOCK_BYTES // max(1, per_step), cpu_loop.BLAS_INT_MAX // max(1, batch)))
 
     def empty_output(self, steps: int, batch: int, like: Any = None) -> np.ndarray:
-        return np.empty((steps, batch, self.hidden_size), dtype=self.dtype)
+        return cpu_loop.aligned_empty((steps, batch, self.hidden_size), self.dtype)
 
     @property
     def detail(self) -> str:
@@ -235,7 +235,8 @@ class NumpyLSTM:
         if y is None:
             y = self.empty_output(steps, batch)
         self._check_output(y, steps, batch)
-        cell = np.array(cell_state, dtype=self.dtype, copy=True, order="C")
+        cell = cpu_loop.aligned_empty(np.shape(cell_state), self.dtype)
+        cell[...] = cell_state  # a copy, cast as astype does
         h = np.ascontiguousarray(hidden_state, dtype=self.dtype)
         for state, what in ((h, "hidden state"), (cell, "cell state")):
             if state.shape != (batch, hidden):
@@ -244,7 +245,7 @@ class NumpyLSTM:
             return y, h.copy(), cell
         x = np.ascontiguousarray(x, dtype=self.dtype)
         block = min(steps, self.block_steps(batch))
-        z_buffer = np.empty((block, batch, 4 * hidden), dtype=self.dtype)
+        z_buffer = cpu_loop.aligned_empty((block, batch, 4 * hidden), self.dtype)
         if self.loop is not None:
             return self._run_compiled(x, h, cell, cell_state, y, z_buffer)
         input_gemm = self._input_projection(batch)
@@ -319,8 +320,8 @@ class NumpyLSTM:
         if plan.kind == "units":
             self._unit_split_weights(plan.threads)  # made once, not timed
         most, batch = x.shape[0], x.shape[1]
-        y = np.empty((most, batch, self.hidden_size), dtype=self.dtype)
-        z_buffer = np.empty((min(most, self.block_steps(batch)), batch, 4 * self.hidden_size), self.dtype)
+        y = cpu_loop.aligned_empty((most, batch, self.hidden_size), self.dtype)
+        z_buffer = cpu_loop.aligned_empty((min(most, self.block_steps(batch)), batch, 4 * self.hidden_size), self.dtype)
 
         def timed(n: int) -> float | None:
             started = time.perf_counter()
@@ -349,7 +350,7 @@ class NumpyLSTM:
         blas_count = blas.get() if blas is not None else None
         try:
             if plan.kind == "batch":
-                z_rows = np.empty((batch, 4 * hidden), dtype=self.dtype)
+                z_rows = cpu_loop.aligned_empty((batch, 4 * hidden), self.dtype)
                 args = dict(
                     **sizes, x=x, **weights, **common, **self._rp(packed, 1), zbuf=z_rows, nthreads=plan.threads
                 )
