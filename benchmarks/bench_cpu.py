@@ -8,8 +8,11 @@ Times the whole computation on canonical in-memory arrays (no file I/O), the med
 --repeats runs after one warm-up, each peer with the same inputs and thread count. "auto" is
 mlstm's own choice: its first run measures the candidate plans (on a plan file of this run
 only, so nothing measured earlier counts) and that first run's time is shown too; the forced
-plans are MLSTM_CPU_PLAN=serial|single|batch|units, timed interleaved with "auto" (each round
-runs every one once), so that a change in load hits them alike. ONNX Runtime's LSTM has no float64 kernel,
+plans are MLSTM_CPU_PLAN=serial|single|batch|units. Every configuration of a shape, the peers
+and the GEMM ceiling included, is timed interleaved (each round runs every one once, after the
+same short pause that lets other thread pools stop spinning), so that a change in the machine's
+load (other tenants of a shared VM moved single timings by 20-50% within minutes) hits mlstm and
+its peers alike and their ratios stay meaningful. ONNX Runtime's LSTM has no float64 kernel,
 so it is float32 only. The "GEMM ceiling" is one large matmul with the same FLOPs as the LSTM's
 GEMMs, (T*B, C+H) @ (C+H, 4H): how fast the arithmetic alone could go on this machine's BLAS.
 The header names the CPU, its vector instructions, the versions and the load average before
@@ -40,20 +43,9 @@ from mlstm.options import parse_options  # noqa: E402
 SHAPES = [(10, 3, 32, 64), (64, 128, 32, 256), (256, 512, 64, 128), (128, 256, 1, 4096), (40, 64, 256, 1000)]
 PLANS = ("serial", "single", "batch", "units")
 ISA_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx2", "fma", "avx", "sse4_2", "asimd", "sve")
-SETTLE_S = 0.3  # before each configuration: OpenBLAS's threads spin ~0.1 s after a threaded call
-
-
-def median_time(fn, repeats):
-    time.sleep(SETTLE_S)
-    t = time.perf_counter()
-    fn()  # warm-up
-    first = time.perf_counter() - t
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), first
+# Before each sample: OpenBLAS's threads spin ~0.1 s after a threaded call, ONNX Runtime's ~0.05 s
+# (CPU time after a call, measured here), taking a core from whatever runs next.
+SETTLE_S = 0.2
 
 
 def problem(C, H, B, T, dtype):
@@ -66,50 +58,54 @@ def problem(C, H, B, T, dtype):
     return X, H0, H0.copy(), W, R, b
 
 
-def bench_mlstm(args, repeats, plans):
-    """mlstm's own choice (plan None) and each forced plan, interleaved (a round times each once,
-    so a change in the machine's load hits them alike; a run under 20 ms is repeated within its
-    sample and averaged): {plan: median s}, the first run's seconds, what the automatic plan ran,
-    and how its first run chose it. After a run with OpenBLAS's own threads, a pause lets them
-    stop spinning."""
+def bench_mlstm(args, repeats, plans, peers):
+    """mlstm's own choice (plan None), each forced plan and each peer (name -> a function that
+    runs it once), interleaved: a round times each once, after a pause of SETTLE_S and one
+    untimed call, so a change in the machine's load hits them alike; a configuration under 20 ms
+    is repeated within its sample and averaged. Returns {config: median s}, the automatic plan's first run in seconds,
+    what it ran and how its first run chose it."""
     X, H0, C0, W, R, b = args
     options = parse_options([("DataFormat", "TBC")])  # what mlstm.lstm does, keeping the Result
-    configs = [None, *plans]
-    times: dict = {plan: [] for plan in configs}
+    configs = [None, *plans, *peers]
+    times: dict = {config: [] for config in configs}
     details = []
-    count = {plan: 1 for plan in configs}
-    blas_threads = [False]
+    count = {config: 1 for config in configs}
 
-    def run(plan):
+    def mlstm_run(plan):
         if plan:
             os.environ["MLSTM_CPU_PLAN"] = plan
         else:
             os.environ.pop("MLSTM_CPU_PLAN", None)
-        if blas_threads[0]:
-            time.sleep(SETTLE_S)
-        started = time.perf_counter()
-        for _ in range(count[plan]):
-            detail = compute(X, H0, C0, W, R, b, options).detail
-        elapsed = (time.perf_counter() - started) / count[plan]
-        blas_threads[0] = "loop=compiled (serial)" in detail or "loop=compiled (serial, gate" in detail
+        detail = compute(X, H0, C0, W, R, b, options).detail
         if plan is None:
             details.append(detail)
-        return elapsed
+
+    def run(config, warm=True):
+        time.sleep(SETTLE_S)
+        fn = peers[config] if config in peers else (lambda: mlstm_run(config))
+        if warm:  # one untimed call wakes the thread pools a pause put to sleep (torch's took ~10 ms)
+            fn()
+        started = time.perf_counter()
+        for _ in range(count[config]):
+            fn()
+        return (time.perf_counter() - started) / count[config]
 
     try:
-        first = run(None)  # the automatic plan's first run measures the candidates
-        for plan in configs:
-            count[plan] = max(1, int(0.02 / max(run(plan), 1e-6)))  # warm-up, and sizes a sample
+        first = run(None, warm=False)  # the automatic plan's first run measures the candidates
+        for config in configs:
+            count[config] = max(1, int(0.02 / max(run(config), 1e-6)))  # warm-up, and sizes a sample
         for _ in range(repeats):
-            for plan in configs:
-                times[plan].append(run(plan))
+            for config in configs:
+                times[config].append(run(config))
     finally:
         os.environ.pop("MLSTM_CPU_PLAN", None)
     how = details[0].split("plan=", 1)[-1].split(" blas=", 1)[0]  # e.g. measured (µs/step: ...)
-    return {plan: statistics.median(t) for plan, t in times.items()}, first, details[-1], how
+    return {config: statistics.median(t) for config, t in times.items()}, first, details[-1], how
 
 
-def bench_torch(args, repeats, threads):
+def torch_runner(args, threads):
+    """torch.nn.LSTM (CPU) with mlstm's weights, as a function that runs it once (ImportError
+    without torch)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -131,10 +127,11 @@ def bench_torch(args, repeats, threads):
             out, (h, c) = layer(x, state)
             out.numpy()
 
-    return median_time(run, repeats)[0]
+    return run
 
 
-def bench_onnxruntime(args, repeats, threads):
+def onnxruntime_runner(args, threads):
+    """ONNX Runtime's LSTM (CPU), as a function that runs it once (ImportError without it)."""
     import onnxruntime as ort
 
     X, H0, C0, W, R, b = args
@@ -145,15 +142,16 @@ def bench_onnxruntime(args, repeats, threads):
     model = onnx_model({"weights": W, "recurrentWeights": R, "bias": b})
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feed = {"X": X, "initial_h": H0.T[None].copy(), "initial_c": C0.T[None].copy()}
-    return median_time(lambda: session.run(None, feed), repeats)[0]
+    return lambda: session.run(None, feed)
 
 
-def bench_gemm(C, H, B, T, dtype, repeats):
+def gemm_runner(C, H, B, T, dtype):
+    """One matmul with the LSTM's GEMM flops, (T*B, C+H) @ (C+H, 4H), through NumPy's BLAS."""
     rng = np.random.default_rng(1)
     a = rng.standard_normal((T * B, C + H)).astype(dtype)
     w = rng.standard_normal((C + H, 4 * H)).astype(dtype)
     out = np.empty((T * B, 4 * H), dtype)
-    return median_time(lambda: np.matmul(a, w, out=out), repeats)[0]
+    return lambda: np.matmul(a, w, out=out)
 
 
 def versions():
@@ -265,7 +263,8 @@ def main():
     lines = [
         f"# machine: {machine()}",
         f"# versions: {json.dumps(versions())}",
-        f"# median of {opts.repeats} runs after a warm-up; {opts.threads} threads for every peer",
+        f"# median of {opts.repeats} rounds after a warm-up, every configuration once a round (interleaved); "
+        f"{opts.threads} threads for every peer",
         f"# load average before: {load()}",
         "",
         "| dtype | C,H,B,T | auto ms | auto plan | first run ms | "
@@ -284,20 +283,23 @@ def main():
                 idle = wait_for_idle(opts.wait_idle)
                 row["idle_before"] = idle
                 lines.append(f"<!-- {C},{H},{B},{T} {dtype_name}: {100 * (idle or 0):.0f}% idle before -->")
-            medians, row["auto_first"], row["auto_detail"], row["auto_how"] = bench_mlstm(args, opts.repeats, forced)
-            row["auto"] = medians.pop(None)
-            row["forced"] = medians
+            peers = {"gemm_ceiling": gemm_runner(C, H, B, T, dtype)}
             try:
-                row["torch"] = bench_torch(args, opts.repeats, opts.threads)
+                peers["torch"] = torch_runner(args, opts.threads)
             except ImportError:
-                row["torch"] = None
-            row["onnxruntime"] = None
-            if dtype == np.float32:
+                pass
+            if dtype == np.float32:  # ONNX Runtime's LSTM has no double kernel
                 try:
-                    row["onnxruntime"] = bench_onnxruntime(args, opts.repeats, opts.threads)
+                    peers["onnxruntime"] = onnxruntime_runner(args, opts.threads)
                 except (ImportError, MlstmError):  # onnxruntime, or onnx (the model), not installed
                     pass
-            row["gemm_ceiling"] = bench_gemm(C, H, B, T, dtype, opts.repeats)
+            medians, row["auto_first"], row["auto_detail"], row["auto_how"] = bench_mlstm(
+                args, opts.repeats, forced, peers
+            )
+            for peer in ("torch", "onnxruntime", "gemm_ceiling"):
+                row[peer] = medians.pop(peer, None)
+            row["auto"] = medians.pop(None)
+            row["forced"] = medians
             rows.append(row)
             plan = row["auto_detail"].split("(", 1)[-1].split(")", 1)[0]
             how = row["auto_how"].split(" ", 1)[0]
