@@ -139,3 +139,57 @@ def test_engine_with_each_packed_variant_against_reference(isa):
     assert report["isa"] == isa
     for key, err in report["worst"].items():
         assert err <= 1.0, (key, err)
+
+
+# The cell pass (the AVX-512 one where the kernel is AVX-512, else the generic one) on pre-activations
+# and cell states that are IEEE specials or far out (hard-sigmoid at exactly ±2.5 among them, where
+# an FMA-contracted 0.2·x + 0.5 gave -7e-9 instead of 0 and so -Inf instead of NaN against g = Inf):
+# z comes from the bias alone (W, R, X and H0
+# zero, so z = b exactly), one step, every activation pair, H with a ragged tail.
+CELLS = r"""
+import json, os, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from reference import reference_lstm
+from mlstm import lstm
+from mlstm.engines import numpy_engine
+special = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-39, -1e-39, 2.5, -2.5, 88.9, -103.9, 1e30, -1e30, 0.29, -0.31]
+# No ±1e30 in C0: with relu, f·c0 + i·g cancels between two 1e30 terms, beyond any float32 tolerance.
+special_c = [v for v in special if abs(v) != 1e30]
+rng = np.random.default_rng(5)
+bad = []
+for plan in ("serial", "units"):
+    os.environ["MLSTM_CPU_PLAN"] = plan
+    for dtype in (np.float32, np.float64):
+        for H, B in ((37, 3), (64, 2), (5, 1)):
+            b = np.array([special[i % len(special)] if i % 3 else rng.normal(0, 4) for i in range(4 * H)], dtype)
+            C0 = np.array([[special_c[(7 * i + j) % len(special_c)] if (i + j) % 2 else rng.normal(0, 4)
+                            for j in range(B)] for i in range(H)], dtype)
+            args = (np.zeros((1, B, 1), dtype), np.zeros((H, B), dtype), C0, np.zeros((4 * H, 1), dtype),
+                    np.zeros((4 * H, H), dtype), b)
+            for gate in ("sigmoid", "hard-sigmoid"):
+                for state in ("tanh", "softsign", "relu"):
+                    got = lstm(*args, DataFormat="CBT", GateActivationFunction=gate, StateActivationFunction=state)
+                    with np.errstate(all="ignore"):
+                        want = reference_lstm(*args, "CBT", gate=gate, state=state)
+                    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+                    for name, g, w in zip(("Y", "hiddenState", "cellState"), got, want):
+                        try:
+                            np.testing.assert_allclose(g.astype(np.float64), w, **tol)
+                        except AssertionError as exc:
+                            bad.append(f"{plan} {np.dtype(dtype).name} H={H} B={B} {gate}/{state} {name}: {exc}"[:600])
+eng = numpy_engine.prepare(*[np.zeros(s) for s in ((8, 1), (8, 2), (8,))], "sigmoid", "tanh", np.float32)
+print(json.dumps(dict(bad=bad, isa=eng.loop.packed.isa)))
+"""
+
+
+@needs_c
+@pytest.mark.parametrize("isa", isa_params())
+def test_cell_pass_on_special_values_against_reference(isa):
+    env = dict(os.environ, MLSTM_CPU_KERNEL="packed", MLSTM_NUM_THREADS="2", MLSTM_PACKED_ISA=isa)
+    env["PYTHONPATH"] = os.path.dirname(HERE)
+    proc = subprocess.run([sys.executable, "-c", CELLS, HERE], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["isa"] == isa
+    assert report["bad"] == [], "\n".join(report["bad"])
