@@ -171,6 +171,50 @@ def test_a_packed_call_computes_what_the_blas_call_computes(dtype):
     np.testing.assert_allclose(runs[1], runs[0], **tol)
 
 
+def parallel_args(loop, dtype, T=5, B=9, In=7, H=37):
+    """The batch split's arguments, random data: R always packed, W packed or not (``wp``)."""
+    rng = np.random.default_rng(4)
+    args = serial_args(loop, dtype, T=T, B=B, In=In, H=H)
+    for name in ("x", "w", "bias", "r", "h0", "c"):
+        args[name][...] = rng.standard_normal(args[name].shape) * 0.3
+    for name in ("block", "gemv_ptr"):
+        del args[name]
+    args.update(zbuf=np.zeros((B, 4 * H), dtype), rp=loop.packed.pack(args["r"], 1), wp=None, wp_len=0)
+    args.update(rp_len=args["rp"].size, nthreads=2, set_threads_ptr=None)
+    return args
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_batch_split_with_w_packed_computes_what_the_blas_call_computes(dtype):
+    loop = numpy_engine.compiled_loop()[np.dtype(dtype)]
+    runs = []
+    for packed in (False, True):
+        args = parallel_args(loop, dtype)
+        if packed:
+            args["wp"] = loop.packed.pack_matrix(args["w"])
+            args["wp_len"] = args["wp"].size
+        assert loop.parallel(**args) == 0
+        runs.append((args["y"], args["c"]))
+    tol = dict(rtol=2e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-14)
+    for got, want in zip(runs[1], runs[0]):
+        np.testing.assert_allclose(got, want, **tol)
+    assert np.abs(runs[0][0]).max() > 0.05  # not a trivially zero run
+
+
+@needs_c
+def test_a_packed_w_of_the_wrong_length_is_refused_in_c():
+    loop = numpy_engine.compiled_loop()[np.dtype(np.float64)]
+    args = parallel_args(loop, np.float64)
+    args["wp"] = np.zeros(loop.packed.pack_matrix(args["w"]).size - 1)
+    args["wp_len"] = args["wp"].size
+    with pytest.raises(MlstmError, match="refused its sizes"):
+        loop.parallel(**args)
+    args.update(wp=None, wp_len=3)
+    with pytest.raises(MlstmError, match="wp is NULL with a nonzero length"):
+        loop.parallel(**args)
+
+
 @needs_c
 def test_a_good_call_runs():
     loop = numpy_engine.compiled_loop()[np.dtype(np.float32)]

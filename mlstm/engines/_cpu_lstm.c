@@ -708,14 +708,17 @@ const int mlstm_max_unit_threads = MLSTM_MAX_UNIT_THREADS;
 
 /* Observations are independent, so each thread runs the whole recurrence for its own contiguous
  * slice of the batch, without synchronising: per step z = b, z += W x_t, z += R h_{t-1}, cells.
- * Each worker asks the BLAS for one thread (openblas_set_num_threads_local, when given), so the
- * workers do not oversubscribe the cores with BLAS threads of their own. */
+ * With wp (W packed once, as R is), both products go to the packed kernel: a gemm of one step's
+ * slice re-packs W on every call, which cost 6-27% of the run's time at three benchmark shapes of
+ * RESULTS.md (AMD EPYC, float32; the two ways gave the same bits there). Each worker asks the BLAS
+ * for one thread (openblas_set_num_threads_local, when given), so the workers do not
+ * oversubscribe the cores with BLAS threads of their own. */
 typedef int (*set_threads_fn)(int);
 
 #define DEFINE_PARALLEL(NAME, REAL, GEMM_T, F64)                                                            \
     typedef struct {                                                                                        \
         long T, B, In, H, b0, b1;                                                                           \
-        const REAL *x, *w, *bias, *r, *rp, *h0;                                                             \
+        const REAL *x, *w, *bias, *r, *rp, *wp, *h0;                                                        \
         REAL *c, *y, *z;                                                                                    \
         int gate, state;                                                                                    \
         GEMM_T gemm;                                                                                        \
@@ -736,7 +739,10 @@ typedef int (*set_threads_fn)(int);
             if (STOP_REQUESTED(j->stop)) return NULL;                                                       \
             for (long col = 0; col < Bs; ++col) memcpy(j->z + col * 4 * H, j->bias, 4 * H * sizeof(REAL));  \
             const REAL *xt = j->x + (t * B + j->b0) * In;                                                   \
-            if (In > 0 && H > 0) j->gemm("T", "N", &m, &n, &kin, &one, j->w, &ldx, xt, &ldx, &one, j->z, &ldc); \
+            if (In > 0 && H > 0 && j->wp != NULL) /* W packed: no re-packing of W per step */                \
+                j->pk.gemm(j->wp, 4 * H, In, xt, Bs, j->z, 4 * H);                                          \
+            else if (In > 0 && H > 0)                                                                       \
+                j->gemm("T", "N", &m, &n, &kin, &one, j->w, &ldx, xt, &ldx, &one, j->z, &ldc);              \
             if (j->rp != NULL)                                                                              \
                 j->pk.gemm(j->rp, 4 * H, H, h, Bs, j->z, 4 * H);                                            \
             else if (H > 0)                                                                                 \
@@ -751,9 +757,11 @@ typedef int (*set_threads_fn)(int);
      * caller then runs the serial loop: nothing has been written that it does not overwrite). */          \
     MLSTM_EXPORT(int, mlstm_run_parallel_##NAME,                                                             \
                  (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
-                  const REAL *rp, long rp_len, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, int nthreads, int gate, \
-                  int state, void *gemm_ptr, void *set_threads_ptr, const int *stop)) {                          \
+                  const REAL *rp, long rp_len, const REAL *wp, long wp_len, const REAL *h0, REAL *c, REAL *y,      \
+                  REAL *zbuf, int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr,          \
+                  const int *stop)) {                                                                            \
         if (!blas_dims_fit(B, In, H, 1) || !NAME##_packed_fits(rp, rp_len, H, 1)) return MLSTM_BAD_ARGUMENT; \
+        if (wp == NULL ? wp_len != 0 : wp_len != mlstm_packed_size_##NAME(4 * H, In)) return MLSTM_BAD_ARGUMENT; \
         if (nthreads > B) nthreads = (int)B;                                                                \
         if (nthreads < 1) nthreads = 1;                                                                     \
         NAME##_job *jobs = (NAME##_job *)calloc((size_t)nthreads, sizeof(NAME##_job));                     \
@@ -767,7 +775,7 @@ typedef int (*set_threads_fn)(int);
             NAME##_job *j = &jobs[i];                                                                       \
             j->T = T; j->B = B; j->In = In; j->H = H;                                                       \
             j->b0 = B * i / nthreads; j->b1 = B * (i + 1) / nthreads;                                       \
-            j->x = x; j->w = w; j->bias = bias; j->r = r; j->rp = rp; j->h0 = h0; j->c = c; j->y = y;       \
+            j->x = x; j->w = w; j->bias = bias; j->r = r; j->rp = rp; j->wp = wp; j->h0 = h0; j->c = c; j->y = y;       \
             j->pk = packed_kernel_for(F64);                                                                 \
             j->z = zbuf + j->b0 * 4 * H;                                                                    \
             j->gate = gate; j->state = state; j->gemm = (GEMM_T)gemm_ptr;                                   \

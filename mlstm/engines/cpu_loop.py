@@ -47,8 +47,10 @@ ARRAY_SHAPES: dict[str, Callable[[dict[str, int]], tuple[int, ...]]] = {
     "state_buf": lambda n: (2 * n["H"] * n["B"],),
     # R packed for the packed kernel (mlstm_pack_rows_*); the C loop also checks rp_len is what it reads
     "rp": lambda n: (n["rp_len"],),
+    # W packed the same way, one slice (batch split; mlstm_pack_*), wp_len checked by the C too
+    "wp": lambda n: (n["wp_len"],),
 }
-OPTIONAL_ARRAYS = ("rp",)  # None passes NULL (with rp_len 0): the loop then calls the BLAS
+OPTIONAL_ARRAYS = ("rp", "wp")  # None passes NULL (with length 0): the loop then calls the BLAS
 ADDRESSES = ("gemm_ptr", "gemv_ptr", "set_threads_ptr", "stop")  # raw addresses (or NULL), not arrays
 REQUIRED_ADDRESSES = ("gemm_ptr",)
 C_TYPES = {"float": np.dtype(np.float32), "double": np.dtype(np.float64)}
@@ -269,6 +271,11 @@ class PackedKernel:
         self._pack = getattr(lib, f"mlstm_pack_rows_{suffix}")
         self._pack.restype = None
         self._pack.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p]
+        self._matrix_size = getattr(lib, f"mlstm_packed_size_{suffix}")
+        self._matrix_size.restype, self._matrix_size.argtypes = ctypes.c_long, [ctypes.c_long, ctypes.c_long]
+        self._pack_matrix = getattr(lib, f"mlstm_pack_{suffix}")
+        self._pack_matrix.restype = None
+        self._pack_matrix.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
         isa = getattr(lib, f"mlstm_packed_isa_{suffix}")
         isa.restype = ctypes.c_char_p
         self.isa = isa().decode()
@@ -283,6 +290,14 @@ class PackedKernel:
             )
         packed = aligned_empty(self._size(hidden, slices), self.dtype)
         self._pack(r.ctypes.data, hidden, slices, packed.ctypes.data)
+        return packed
+
+    def pack_matrix(self, a: np.ndarray) -> np.ndarray:
+        """A (n, k) of this class, C order, packed whole (W for the batch split's ``wp``)."""
+        if a.dtype != self.dtype or a.ndim != 2 or not a.flags.c_contiguous:
+            raise MlstmError(f"cannot pack: expected a C-contiguous {self.dtype} matrix, found {a.dtype} {a.shape}")
+        packed = aligned_empty(self._matrix_size(*a.shape), self.dtype)
+        self._pack_matrix(a.ctypes.data, a.shape[0], a.shape[1], packed.ctypes.data)
         return packed
 
 

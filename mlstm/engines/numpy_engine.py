@@ -147,6 +147,7 @@ class NumpyLSTM:
         self.last_plan = "serial"  # what the last call ran, in words
         self.last_kernel = "blas"  # and what computed its recurrent product (see _kernel_that_ran)
         self._packed: dict[int, np.ndarray] = {}  # R packed for the packed kernel, per slice count
+        self._packed_w: np.ndarray | None = None  # W packed likewise (the batch split's per-step product)
         self.chosen_plan: Plan | None = None  # and how that plan was chosen
         self.gate_code, self.state_code = GATE_CODES[gate_activation], STATE_CODES[state_activation]
         self.gate = GATE_FUNCTIONS[gate_activation]
@@ -352,9 +353,8 @@ class NumpyLSTM:
         try:
             if plan.kind == "batch":
                 z_rows = cpu_loop.aligned_empty((batch, 4 * hidden), self.dtype)
-                args = dict(
-                    **sizes, x=x, **weights, **common, **self._rp(packed, 1), zbuf=z_rows, nthreads=plan.threads
-                )
+                args = dict(**sizes, x=x, **weights, **common, **self._rp(packed, 1), **self._wp(packed))
+                args.update(zbuf=z_rows, nthreads=plan.threads)
                 status = interruptible(lambda stop: loop.parallel(**args, set_threads_ptr=blas.local, stop=stop), work)
             elif plan.kind == "units":
                 w, bias, r = self._unit_split_weights(plan.threads)
@@ -419,6 +419,19 @@ class NumpyLSTM:
             source = self.recurrent_weights if r is None else r
             self._packed[slices] = self.loop.packed.pack(source, slices)
         return dict(rp=self._packed[slices], rp_len=self._packed[slices].size)
+
+    def _wp(self, packed: bool) -> dict[str, Any]:
+        """The batch split's ``wp``/``wp_len``: W packed for the packed kernel, made once. Each of
+        its threads multiplies W by one step's slice of X at a time, too small a product for a
+        BLAS gemm that packs W again on every call. Whole batch-split runs, float32, AMD EPYC of
+        benchmarks/RESULTS.md, interleaved A/B, median ratio packed/OpenBLAS: 0.73 at (C, H, B, T)
+        = (256, 512, 64, 128), 0.76 at (64, 128, 32, 256), 0.87-0.94 at (40, 64, 256, 1000); the
+        same bits there. NULL when the BLAS computes the products (or InputSize is 0)."""
+        if not packed or self.input_size == 0:
+            return dict(wp=None, wp_len=0)
+        if self._packed_w is None:
+            self._packed_w = self.loop.packed.pack_matrix(self.input_weights)
+        return dict(wp=self._packed_w, wp_len=self._packed_w.size)
 
     def _unit_split_weights(self, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """W, b, R with each thread's rows together (see :func:`unit_split_rows`), made once per
