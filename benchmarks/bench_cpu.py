@@ -60,10 +60,11 @@ def problem(C, H, B, T, dtype):
 
 def bench_mlstm(args, repeats, plans, peers):
     """mlstm's own choice (plan None), each forced plan and each peer (name -> a function that
-    runs it once), interleaved: a round times each once, after a pause of SETTLE_S and one
-    untimed call, so a change in the machine's load hits them alike; a configuration under 20 ms
-    is repeated within its sample and averaged. Returns {config: median s}, the automatic plan's first run in seconds,
-    what it ran and how its first run chose it."""
+    runs it once), interleaved: a round times each once (the order rotated each round), after a
+    pause of SETTLE_S and one untimed call, so a change in the machine's load hits them alike;
+    a configuration under 20 ms is repeated within its sample and averaged. Returns {config:
+    [s per round]}, the automatic plan's first run in seconds, what it ran and how its first run
+    chose it."""
     X, H0, C0, W, R, b = args
     options = parse_options([("DataFormat", "TBC")])  # what mlstm.lstm does, keeping the Result
     configs = [None, *plans, *peers]
@@ -94,13 +95,20 @@ def bench_mlstm(args, repeats, plans, peers):
         first = run(None, warm=False)  # the automatic plan's first run measures the candidates
         for config in configs:
             count[config] = max(1, int(0.02 / max(run(config), 1e-6)))  # warm-up, and sizes a sample
-        for _ in range(repeats):
-            for config in configs:
+        for round_ in range(repeats):  # the order rotates: no configuration always follows the same one
+            for config in configs[round_ % len(configs) :] + configs[: round_ % len(configs)]:
                 times[config].append(run(config))
     finally:
         os.environ.pop("MLSTM_CPU_PLAN", None)
     how = details[0].split("plan=", 1)[-1].split(" blas=", 1)[0]  # e.g. measured (µs/step: ...)
-    return {config: statistics.median(t) for config, t in times.items()}, first, details[-1], how
+    return times, first, details[-1], how
+
+
+def paired_ratio(mine: list[float], theirs: list[float]) -> float:
+    """The median over rounds of mine/theirs, each round's two samples taken seconds apart: a
+    change in the machine's load between rounds cancels, where a ratio of two medians keeps it
+    (the same plan, forced and automatic, came out 10-20% apart that way on the AMD EPYC)."""
+    return statistics.median(a / b for a, b in zip(mine, theirs))
 
 
 def torch_runner(args, threads):
@@ -264,13 +272,13 @@ def main():
         f"# machine: {machine()}",
         f"# versions: {json.dumps(versions())}",
         f"# median of {opts.repeats} rounds after a warm-up, every configuration once a round (interleaved); "
-        f"{opts.threads} threads for every peer",
+        f"{opts.threads} threads for every peer; ratios are medians of the rounds' own ratios (paired)",
         f"# load average before: {load()}",
         "",
         "| dtype | C,H,B,T | auto ms | auto plan | first run ms | "
         + "".join(f"{p} ms | " for p in forced)
-        + "auto/best forced | torch ms | ONNX RT ms | GEMM ceiling ms | auto/torch | auto/ORT |",
-        "|---|---|---|---|---|" + "---|" * len(forced) + "---|---|---|---|---|---|",
+        + "auto/best forced | torch ms | ONNX RT ms | GEMM ceiling ms | auto/torch | auto/ORT | auto/ceiling |",
+        "|---|---|---|---|---|" + "---|" * len(forced) + "---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     rows = []
@@ -293,26 +301,31 @@ def main():
                     peers["onnxruntime"] = onnxruntime_runner(args, opts.threads)
                 except (ImportError, MlstmError):  # onnxruntime, or onnx (the model), not installed
                     pass
-            medians, row["auto_first"], row["auto_detail"], row["auto_how"] = bench_mlstm(
+            times, row["auto_first"], row["auto_detail"], row["auto_how"] = bench_mlstm(
                 args, opts.repeats, forced, peers
             )
+            auto = times.pop(None)
+            row["auto"] = statistics.median(auto)
+            row["ratios"] = {config: paired_ratio(auto, t) for config, t in times.items()}
             for peer in ("torch", "onnxruntime", "gemm_ceiling"):
-                row[peer] = medians.pop(peer, None)
-            row["auto"] = medians.pop(None)
-            row["forced"] = medians
+                t = times.pop(peer, None)
+                row[peer] = statistics.median(t) if t else None
+            row["forced"] = {plan: statistics.median(t) for plan, t in times.items()}
             rows.append(row)
             plan = row["auto_detail"].split("(", 1)[-1].split(")", 1)[0]
             how = row["auto_how"].split(" ", 1)[0]
-            best = min(row["forced"].values()) if forced else None
+            # against the fastest forced plan: the largest auto/plan
+            row["auto_vs_best_forced"] = max(row["ratios"][p] for p in forced) if forced else None
 
-            def ratio(x, mine=row["auto"]):
-                return "-" if not x else f"{mine / x:.2f}"
+            def ratio(config, ratios=row["ratios"]):
+                return f"{ratios[config]:.2f}" if config in ratios else "-"
 
             line = (
                 f"| {dtype_name} | {C},{H},{B},{T} | {ms(row['auto'])} | {plan} ({how}) | {ms(row['auto_first'])} | "
                 + "".join(f"{ms(row['forced'][p])} | " for p in forced)
-                + f"{ratio(best)} | {ms(row['torch'])} | {ms(row['onnxruntime'])} | {ms(row['gemm_ceiling'])} | "
-                + f"{ratio(row['torch'])} | {ratio(row['onnxruntime'])} |"
+                + f"{'-' if not forced else format(row['auto_vs_best_forced'], '.2f')} | {ms(row['torch'])} | "
+                + f"{ms(row['onnxruntime'])} | {ms(row['gemm_ceiling'])} | "
+                + f"{ratio('torch')} | {ratio('onnxruntime')} | {ratio('gemm_ceiling')} |"
             )
             lines.append(line)
             print(line, flush=True)
@@ -323,14 +336,14 @@ def main():
     for dtype_name in opts.dtypes.split(","):
         sel = [r for r in rows if r["dtype"] == dtype_name]
         for peer in ("torch", "onnxruntime"):
-            ratios = [r["auto"] / r[peer] for r in sel if r[peer]]
+            ratios = [r["ratios"][peer] for r in sel if peer in r["ratios"]]
             if ratios:
                 geo = float(np.exp(np.mean(np.log(ratios))))
                 summary.append(
                     f"# {dtype_name}: geometric-mean time ratio mlstm/{peer} = {geo:.2f} over {len(ratios)} shapes"
                 )
         if forced:
-            worst = max(r["auto"] / min(r["forced"].values()) for r in sel)
+            worst = max(r["auto_vs_best_forced"] for r in sel)
             summary.append(f"# {dtype_name}: auto plan vs the best forced plan, worst shape: {worst:.2f}x")
     print("\n".join(summary))
     lines += [""] + summary
