@@ -124,12 +124,16 @@ def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype, co
 def rule(steps: int, batch: int, input_size: int, hidden: int, dtype: np.dtype, cores: int) -> Plan:
     """The plan for a run too small to measure (fixed rules, tuned on the Intel Xeon of
     benchmarks/RESULTS.md): one thread, the BLAS's included, where one core is allowed; no
-    threads under about 5 million multiply-adds, the batch split where
+    threads (the BLAS's neither) under about 5 million multiply-adds, the batch split where
     the cell pass dominates, the unit split for few observations and H >= 64."""
     if cores < 2:  # one core allowed (MLSTM_NUM_THREADS=1, a one-CPU cgroup): the BLAS at one thread too
         return Plan("single")
     if steps * batch * 4 * hidden * (input_size + hidden) < PARALLEL_MIN_WORK:
-        return Plan("serial")
+        # not the BLAS's threads either: waking them costs more than they give. AMD EPYC of
+        # benchmarks/RESULTS.md, float32, 0.3-5.5 M multiply-adds, one call 0.2 s after the last
+        # (as a command-line run sees it): 0.86-0.88x the time of the BLAS at 2 threads; calls
+        # back to back: 0.92-1.05x.
+        return Plan("single")
     threads = worker_threads(batch, input_size, hidden, np.dtype(dtype), cores)
     if threads > 1:
         return Plan("batch", threads)
