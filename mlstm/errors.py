@@ -31,5 +31,11 @@ def failure_text(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+class ReaderGone(BaseException):
+    """The process reading our standard output went away (EPIPE). A BaseException so that no
+    handler on the way (click turns OSError EPIPE into exit status 1) mistakes it for bad input.
+    Here, not in mlstm.io, so that the command line can catch it without importing NumPy."""
+
+
 class MlstmTypeError(MlstmError, TypeError):
     """An input of the wrong class (integer, complex, char, cell, ...)."""

@@ -132,7 +132,6 @@ CLI_MAY_IMPORT = {
     "mlstm.progress",
     "mlstm.compare",  # format_table
     "mlstm.io",  # CHAR_VALUE_LIMIT
-    "mlstm.io.output",  # ReaderGone
 }
 
 

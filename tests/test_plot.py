@@ -42,6 +42,20 @@ def test_cli_import_does_not_load_plotting_or_diagnosis():
     assert out.strip() == "[]"
 
 
+def test_help_imports_no_numpy():
+    """`mlstm --help` as the console script runs it (main, whose error handling is set up before
+    the command line is parsed): NumPy is 40-70% of a bare start-up's time."""
+    code = (
+        "import sys, mlstm.cli\n"
+        "try:\n    mlstm.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('numpy' in sys.modules, file=sys.stderr)"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert "Usage:" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == "False", proc.stderr
+
+
 def test_without_matplotlib_one_line_error(tmp_path, outputs):
     fake = tmp_path / "fake"
     (fake / "matplotlib").mkdir(parents=True)

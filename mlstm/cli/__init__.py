@@ -44,7 +44,7 @@ def _silence_stdout() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every error into one ``Error:`` line and exit 2."""
     from .. import signals
-    from ..io.output import ReaderGone
+    from ..errors import ReaderGone
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args

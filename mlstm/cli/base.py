@@ -55,7 +55,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
-            from ..io.output import ReaderGone
+            from ..errors import ReaderGone
 
             raise ReaderGone() from None
 

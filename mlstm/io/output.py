@@ -28,15 +28,10 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 
-from ..errors import MlstmError
+from ..errors import MlstmError, ReaderGone  # noqa: F401 (ReaderGone: raised here, and importable from here)
 
 TEMP_PREFIX = ".mlstm-"
 TEMP_SUFFIX = ".tmp"
-
-
-class ReaderGone(BaseException):
-    """The process reading our standard output went away (EPIPE). A BaseException so that no
-    handler on the way (click turns OSError EPIPE into exit status 1) mistakes it for bad input."""
 
 
 def _host() -> str:
