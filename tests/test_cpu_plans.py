@@ -253,6 +253,63 @@ def test_measure_keeps_the_fastest_and_the_simplest_on_a_tie():
     assert cpu_plans.measure(plans, trial(nothing), steps=10).kind == "serial"
 
 
+def test_a_starved_trial_is_retried_after_the_others_and_kept_only_if_starved_again():
+    """A threaded plan whose trial ran while its cores were away (Starved) gets STARVED_RETRIES
+    more trials after every other one; what they measure decides, starved or not."""
+    plans = cpu_plans.candidates(batch=8, hidden=64, cores=2, max_unit_threads=64, blas_threads=2)
+    assert [(p.kind, p.threads) for p in plans] == [("single", 1), ("serial", 1), ("batch", 2), ("units", 2)]
+
+    def trial(results):
+        calls = []
+
+        def run_one(plan, budget):
+            key = (plan.kind, plan.threads)
+            calls.append(key)
+            queue = results[key]
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+        return run_one, calls
+
+    # the unit split starved in every round, then fast once its cores are back: it wins
+    results = {
+        ("single", 1): [1.0],
+        ("serial", 1): [0.9],
+        ("batch", 2): [1.5],
+        ("units", 2): [cpu_plans.Starved(1.2)] * 3 + [0.5],
+    }
+    run_one, calls = trial(results)
+    chosen = cpu_plans.measure(plans, run_one, steps=10)
+    assert (chosen.kind, chosen.threads) == ("units", 2), chosen.timings
+    assert calls[-1] == ("units", 2) and calls.count(("units", 2)) == 4  # 3 rounds, then one retry
+    assert "(starved)" not in chosen.timings
+    # starved in every trial, retries included: the cores really are busy, the serial plan wins
+    results = {("single", 1): [1.0], ("serial", 1): [0.9], ("batch", 2): [1.5], ("units", 2): [cpu_plans.Starved(1.2)]}
+    run_one, calls = trial(results)
+    chosen = cpu_plans.measure(plans, run_one, steps=10)
+    assert chosen.kind == "serial" and "unitsx2 1.2e+05 (starved)" in chosen.timings, chosen.timings
+    assert calls.count(("units", 2)) == 3 + cpu_plans.STARVED_RETRIES
+    # a plan that was not starved is not tried again
+    results = {("single", 1): [1.0], ("serial", 1): [0.9], ("batch", 2): [1.5], ("units", 2): [1.2]}
+    run_one, calls = trial(results)
+    cpu_plans.measure(plans, run_one, steps=10)
+    assert calls.count(("units", 2)) == 3
+
+
+def test_a_trial_whose_threads_got_no_cpu_is_starved(monkeypatch):
+    """The engine's trial marks a threaded plan's estimate Starved when the process's CPU time
+    over the timed part is under STARVED_SHARE of threads x wall time; a one-thread plan never."""
+    from mlstm.engines import numpy_engine as engine_module
+
+    monkeypatch.setenv("MLSTM_NUM_THREADS", "2")
+    eng, p, _ = engine_and_problem(np.float32, H=64, B=4, T=400, C=8)
+    monkeypatch.setattr(engine_module.time, "process_time", lambda: 0.0)  # no CPU time at all
+    probe, most = cpu_plans.trial_steps(400, 400, 4 * 4 * 64 * (8 + 64))
+    for plan, starved in ((cpu_plans.Plan("units", 2), True), (cpu_plans.Plan("single"), False)):
+        estimate = eng._trial(plan, p.x[:most], p.hidden_state, p.cell_state, probe, 400, budget=None)
+        assert estimate is not None and estimate > 0
+        assert isinstance(estimate, cpu_plans.Starved) is starved, plan
+
+
 def test_a_trial_estimates_the_run_and_a_hopeless_one_ends_after_its_warm_up(monkeypatch):
     """A trial (a warm-up, then about TRIAL_SECONDS timed) estimates the whole run; a plan whose
     warm-up predicts more than 4 times the budget is not run through: only its warm-up's steps

@@ -318,24 +318,34 @@ class NumpyLSTM:
         """Seconds a ``run_steps`` run would take under ``plan``: a warm-up on ``probe`` steps,
         then about TRIAL_SECONDS (at most all of ``x``) timed, on copies of the states, output
         thrown away. None when its threads could not start or the warm-up says the run would
-        take over 4 times ``budget``. Inline, as the loop runs: a trial is short."""
+        take over 4 times ``budget``; a :class:`~.cpu_plans.Starved` estimate when a threaded
+        plan's threads got under STARVED_SHARE of their cores while timed (the process's CPU
+        time). Inline, as the loop runs: a trial is short."""
         if plan.kind == "units":
             self._unit_split_weights(plan.threads)  # made once, not timed
         most, batch = x.shape[0], x.shape[1]
         y = cpu_loop.aligned_empty((most, batch, self.hidden_size), self.dtype)
         z_buffer = cpu_loop.aligned_empty((min(most, self.block_steps(batch)), batch, 4 * self.hidden_size), self.dtype)
 
+        share = 1.0
+
         def timed(n: int) -> float | None:
-            started = time.perf_counter()
+            nonlocal share
+            started, cpu = time.perf_counter(), time.process_time()
             status = self._execute(plan, x[:n], h, cell.copy(), y[:n], z_buffer[: min(n, len(z_buffer))], inline=True)
-            return time.perf_counter() - started if status == 0 else None
+            wall = time.perf_counter() - started
+            share = plans.cpu_share(time.process_time() - cpu, wall, plan.threads)
+            return wall if status == 0 else None
 
         warm_up = timed(probe)
         if warm_up is None or (budget is not None and warm_up * run_steps / probe > 4 * budget):
             return None  # could not run, or hopeless: not worth the whole trial
         steps = plans.timed_steps(probe, warm_up, most)
         whole = timed(steps)
-        return None if whole is None else whole * run_steps / steps
+        if whole is None:
+            return None
+        estimate = whole * run_steps / steps
+        return plans.Starved(estimate) if plan.threads > 1 and share < plans.STARVED_SHARE else estimate
 
     def _execute(self, plan: Plan, x, h, cell, y, z_buffer, inline: bool = False) -> int:
         """Run ``plan`` (0; -1: its threads could not start); ``inline``: on this thread."""
