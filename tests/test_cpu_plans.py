@@ -92,6 +92,24 @@ def test_measured_plan_is_right_and_kept(measuring, dtype):
     assert eng.chosen_plan.source == "measured"
 
 
+ZEN = (
+    "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+    "model name\t: AMD EPYC\nstepping\t: 1\n\n"
+)
+
+
+def test_two_cpus_that_share_a_name_get_different_plan_keys():
+    """Two VMs both named "AMD EPYC" (Zen 4 and Zen 5, seen on one machine kind) must not share
+    measured plans: the key carries x86's family, model and stepping; ARM's "Model" line, after
+    every processor's block, still names the CPU."""
+    zen4 = cpu_plans.describe_cpu("".join(ZEN.format(n=n, family=25, model=17) for n in range(2)))
+    zen5 = cpu_plans.describe_cpu("".join(ZEN.format(n=n, family=26, model=2) for n in range(2)))
+    assert zen4 == "AMD EPYC (family 25 model 17 stepping 1)"
+    assert zen5 == "AMD EPYC (family 26 model 2 stepping 1)"
+    arm = "processor\t: 0\nFeatures\t: fp asimd\n\nHardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
+    assert cpu_plans.describe_cpu(arm) == "Raspberry Pi 4 Model B Rev 1.4"
+
+
 def test_a_plan_is_trusted_once_two_processes_measured_it(measuring, monkeypatch):
     """A measurement made while another process held a core can pick the wrong plan: the file's
     plan is used only once two measurements (in separate processes) agreed on it."""

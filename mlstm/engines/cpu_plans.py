@@ -170,15 +170,32 @@ def _bucket(n: int) -> str:
 
 @lru_cache(maxsize=1)
 def cpu_model() -> str:
+    """The CPU as /proc/cpuinfo names it, with x86's family, model and stepping: virtual machines
+    often show only "AMD EPYC", and 2-vCPU VMs of one machine kind here were Zen 4 (family 25
+    model 17) one day and Zen 5 (family 26 model 2) another, with different fastest plans."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
-                    return " ".join(value.split())
+            return describe_cpu(fh.read())
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+        return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def describe_cpu(cpuinfo: str) -> str:
+    """``cpu_model()`` from the text of /proc/cpuinfo (each entry's first occurrence)."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        key, value = key.strip(), " ".join(value.split())
+        if sep and key:
+            fields.setdefault(key, value)  # the first processor's (ARM puts "Model" after them all)
+    name = next((fields[k] for k in ("model name", "Model", "cpu model") if fields.get(k)), "")
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    ids = [
+        f"{label} {fields[key]}"
+        for key, label in (("cpu family", "family"), ("model", "model"), ("stepping", "stepping"))
+        if fields.get(key)
+    ]
+    return f"{name} ({' '.join(ids)})" if "cpu family" in fields else name
 
 
 def plan_key(dtype: np.dtype, batch: int, input_size: int, hidden: int, cores: int, kernel: str = "blas") -> str:
