@@ -180,7 +180,7 @@ def parallel_args(loop, dtype, T=5, B=9, In=7, H=37):
     for name in ("block", "gemv_ptr"):
         del args[name]
     args.update(zbuf=np.zeros((B, 4 * H), dtype), rp=loop.packed.pack(args["r"], 1), wp=None, wp_len=0)
-    args.update(rp_len=args["rp"].size, nthreads=2, set_threads_ptr=None)
+    args.update(rp_len=args["rp"].size, nthreads=2, set_threads_ptr=None, place=1)
     return args
 
 

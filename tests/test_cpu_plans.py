@@ -159,7 +159,11 @@ def key_for(dtype, B=3, C=5, H=40, threads=2):
 
 
 def seed_file(path, key, plan="batch", threads=2):
-    data = {"format": "mlstm-cpu-plans", "version": 2, "plans": {key: {"plan": plan, "threads": threads}}}
+    data = {
+        "format": "mlstm-cpu-plans",
+        "version": cpu_plans.CACHE_VERSION,
+        "plans": {key: {"plan": plan, "threads": threads}},
+    }
     path.write_text(json.dumps(data))
 
 
@@ -180,6 +184,7 @@ def test_plan_file_is_read(measuring):
         (json.dumps([1, 2, 3]), False),
         (json.dumps({"format": "mlstm-cpu-plans", "version": 99, "plans": {}}), False),  # a newer version
         (json.dumps({"format": "mlstm-cpu-plans", "version": 1, "plans": {}}), True),  # older: stale
+        (json.dumps({"format": "mlstm-cpu-plans", "version": 2, "plans": {}}), True),  # before placement
     ],
 )
 def test_bad_plan_file_is_ignored(measuring, content, replaced):

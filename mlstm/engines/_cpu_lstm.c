@@ -30,6 +30,11 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#if defined(__linux__) && defined(__GLIBC__) && defined(CPU_SET)
+#define MLSTM_PLACEMENT 1 /* thread placement (see start_worker) */
+#else
+#define MLSTM_PLACEMENT 0
+#endif
 #if defined(__linux__)
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -715,6 +720,79 @@ const int mlstm_max_unit_threads = MLSTM_MAX_UNIT_THREADS;
  * oversubscribe the cores with BLAS threads of their own. */
 typedef int (*set_threads_fn)(int);
 
+/* ---------------------------------------------------------------- where a new worker thread starts */
+
+/* A thread the loops create starts on a CPU of the caller's affinity mask other than the caller's
+ * own, and (place = PLACE_START) is given the whole mask back as soon as it runs, so the scheduler
+ * may still move it later: on the 2-vCPU AMD EPYC of benchmarks/RESULTS.md (Linux 6.x in a VM),
+ * a thread created without this started 2-3 ms late and then shared the caller's CPU for most of a
+ * short run (two threads of 7 ms of work each took 14.4 ms in most tries; placed: 7.2-7.6 ms in
+ * every try, the worker running 0.1 ms after pthread_create). Whole runs, median over 11-15
+ * interleaved runs each: the batch split 0.67-0.94x the time at three benchmark shapes (its p90
+ * 20.3 -> 15.0 ms at float64 (64,128,32,256)), the unit split 0.88-1.01x at four. Keeping each worker
+ * on its CPU for the whole run gave no more there, and would hold a thread on a core another
+ * process has taken. PLACE_OFF leaves placement to the OS. Linux with glibc only. */
+enum { PLACE_OFF = 0, PLACE_START = 1 };
+
+typedef struct {
+    int mode;  /* PLACE_*; PLACE_OFF when the mask could not be read */
+    int count; /* CPUs in cpu[] */
+    int me;    /* the caller's CPU when the places were planned (-1: unknown) */
+    int cpu[MLSTM_MAX_UNIT_THREADS]; /* the mask's CPUs after the caller's, in order, wrapping */
+#if MLSTM_PLACEMENT
+    cpu_set_t mask; /* the caller's mask, each worker's once it runs */
+#endif
+} thread_places;
+
+static void plan_places(thread_places *p, int mode) {
+    p->mode = PLACE_OFF;
+    p->count = 0;
+    p->me = -1;
+#if MLSTM_PLACEMENT
+    if (mode == PLACE_OFF || sched_getaffinity(0, sizeof p->mask, &p->mask) != 0) return;
+    const int me = p->me = sched_getcpu();
+    if (me < 0 || me >= CPU_SETSIZE) return;
+    for (int i = 1; i < CPU_SETSIZE && p->count < MLSTM_MAX_UNIT_THREADS; ++i) {
+        const int cpu = (me + i) % CPU_SETSIZE;
+        if (cpu != me && CPU_ISSET(cpu, &p->mask)) p->cpu[p->count++] = cpu;
+    }
+    if (p->count > 0) p->mode = mode;
+#else
+    (void)mode;
+#endif
+}
+
+/* Start worker k (1, 2, ...) on its CPU; unplaced when placing fails (0; nonzero: not started). */
+static int start_worker(pthread_t *thread, void *(*fn)(void *), void *arg, const thread_places *p, int k) {
+#if MLSTM_PLACEMENT
+    if (p->mode != PLACE_OFF) {
+        pthread_attr_t attr;
+        if (pthread_attr_init(&attr) == 0) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(p->cpu[(k - 1) % p->count], &one);
+            const int placed = pthread_attr_setaffinity_np(&attr, sizeof one, &one) == 0 &&
+                               pthread_create(thread, &attr, fn, arg) == 0;
+            pthread_attr_destroy(&attr);
+            if (placed) return 0;
+        }
+    }
+#else
+    (void)p;
+    (void)k;
+#endif
+    return pthread_create(thread, NULL, fn, arg);
+}
+
+/* A placed worker, now running: the caller's whole mask again. */
+static void release_place(const thread_places *p) {
+#if MLSTM_PLACEMENT
+    if (p != NULL && p->mode != PLACE_OFF) pthread_setaffinity_np(pthread_self(), sizeof p->mask, &p->mask);
+#else
+    (void)p;
+#endif
+}
+
 #define DEFINE_PARALLEL(NAME, REAL, GEMM_T, F64)                                                            \
     typedef struct {                                                                                        \
         long T, B, In, H, b0, b1;                                                                           \
@@ -724,10 +802,12 @@ typedef int (*set_threads_fn)(int);
         GEMM_T gemm;                                                                                        \
         packed_kernel pk;                                                                                   \
         set_threads_fn set_threads;                                                                         \
+        const thread_places *places; /* NULL for the caller's own slices */                               \
         const int *stop;                                                                                    \
     } NAME##_job;                                                                                           \
     static void *NAME##_worker(void *arg) {                                                                 \
         NAME##_job *j = (NAME##_job *)arg;                                                                  \
+        release_place(j->places);                                                                           \
         if (j->set_threads) j->set_threads(1); /* a spawned thread: the setting dies with it */            \
         const long B = j->B, H = j->H, In = j->In, Bs = j->b1 - j->b0;                                     \
         const int m = (int)(4 * H), n = (int)Bs, k = (int)H, kin = (int)In, ldh = (int)H, ldx = (int)In,     \
@@ -759,7 +839,7 @@ typedef int (*set_threads_fn)(int);
                  (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
                   const REAL *rp, long rp_len, const REAL *wp, long wp_len, const REAL *h0, REAL *c, REAL *y,      \
                   REAL *zbuf, int nthreads, int gate, int state, void *gemm_ptr, void *set_threads_ptr,          \
-                  const int *stop)) {                                                                            \
+                  int place, const int *stop)) {                                                                            \
         if (!blas_dims_fit(B, In, H, 1) || !NAME##_packed_fits(rp, rp_len, H, 1)) return MLSTM_BAD_ARGUMENT; \
         if (wp == NULL ? wp_len != 0 : wp_len != mlstm_packed_size_##NAME(4 * H, In)) return MLSTM_BAD_ARGUMENT; \
         if (nthreads > B) nthreads = (int)B;                                                                \
@@ -781,12 +861,19 @@ typedef int (*set_threads_fn)(int);
             j->gate = gate; j->state = state; j->gemm = (GEMM_T)gemm_ptr;                                   \
             j->set_threads = (set_threads_fn)set_threads_ptr; j->stop = stop;                               \
         }                                                                                                   \
-        /* The caller runs slice 0 (a new thread then lands on another core at once), and the slice of \
+        /* The caller runs slice 0 (each new thread starts on another CPU: start_worker), and the slice of \
          * any thread that could not be created: slices are independent. The BLAS's thread count that \
          * the workers set is the caller's to restore (OpenBLAS's "local" setting is global here). */ \
+        thread_places places;                                                                               \
+        plan_places(&places, place);                                                                        \
         int started = 1;                                                                                    \
-        for (; started < nthreads; ++started)                                                               \
-            if (pthread_create(&threads[started], NULL, NAME##_worker, &jobs[started]) != 0) break;         \
+        for (; started < nthreads; ++started) {                                                             \
+            jobs[started].places = &places;                                                                 \
+            if (start_worker(&threads[started], NAME##_worker, &jobs[started], &places, started) != 0) {     \
+                jobs[started].places = NULL; /* the caller runs it */                                      \
+                break;                                                                                      \
+            }                                                                                               \
+        }                                                                                                   \
         NAME##_worker(&jobs[0]);                                                                            \
         for (int i = started; i < nthreads; ++i) NAME##_worker(&jobs[i]);                                   \
         for (int i = 1; i < started; ++i) pthread_join(threads[i], NULL);                                   \
@@ -956,6 +1043,7 @@ static void wait_for_step(mlstm_steps *s, long t) {
         GEMM_T gemm;                                                                                        \
         GEMV_T gemv; /* for one observation: z += R_k h as a matrix-vector product (gemm would pack R_k) */ \
         set_threads_fn set_threads;                                                                         \
+        const thread_places *places;                                                                        \
         mlstm_steps *steps;                                                                                 \
     } NAME##_unit_run;                                                                                      \
     typedef struct {                                                                                        \
@@ -998,6 +1086,7 @@ static void wait_for_step(mlstm_steps *s, long t) {
         NAME##_unit_job *job = (NAME##_unit_job *)arg;                                                      \
         NAME##_unit_run *u = job->run;                                                                      \
         mlstm_steps *s = u->steps;                                                                          \
+        if (job->own > 0) release_place(u->places); /* a started thread (the caller works slice 0) */     \
         if (u->set_threads) u->set_threads(1); /* the BLAS at one thread: these threads are the parallelism */ \
         long fastest = LONG_MAX;                                                                            \
         for (;;) {                                                                                          \
@@ -1021,7 +1110,8 @@ static void wait_for_step(mlstm_steps *s, long t) {
     MLSTM_EXPORT(int, mlstm_run_units_##NAME,                                                                \
                  (long T, long B, long In, long H, const REAL *x, const REAL *w, const REAL *bias, const REAL *r, \
                   const REAL *rp, long rp_len, const REAL *h0, REAL *c, REAL *y, REAL *zbuf, long block, int nthreads, \
-                  int gate, int state, void *gemm_ptr, void *gemv_ptr, void *set_threads_ptr, const int *stop)) { \
+                  int gate, int state, void *gemm_ptr, void *gemv_ptr, void *set_threads_ptr, int place,      \
+                  const int *stop)) {                                                                     \
         if (!blas_dims_fit(B, In, H, block)) return MLSTM_BAD_ARGUMENT;                                     \
         if (nthreads >= 1 && !NAME##_packed_fits(rp, rp_len, H, nthreads)) return MLSTM_BAD_ARGUMENT;      \
         /* The caller permuted R's rows for exactly nthreads slices: refuse (serial fallback), never  \
@@ -1046,16 +1136,20 @@ static void wait_for_step(mlstm_steps *s, long t) {
         u->set_threads = (set_threads_fn)set_threads_ptr; u->steps = s;                                     \
         NAME##_unit_job jobs[MLSTM_MAX_UNIT_THREADS];                                                       \
         pthread_t threads[MLSTM_MAX_UNIT_THREADS];                                                          \
-        /* The caller works too (its own slice 0): a thread it starts lands on another core at once, \
-         * where two new threads and a waiting caller were seen to share one core for the first     \
-         * milliseconds. A thread that cannot be created only means fewer hands: slices are claimed. */ \
+        /* The caller works too (its own slice 0), and each thread it starts begins on another CPU \
+         * (start_worker): two new threads and a waiting caller were seen to share one core for the \
+         * first milliseconds. A thread that cannot be created only means fewer hands: slices are  \
+         * claimed. */                                                                              \
         for (int k = 0; k < nthreads; ++k) {                                                                \
             jobs[k].run = u;                                                                                \
             jobs[k].own = k;                                                                                \
         }                                                                                                   \
+        thread_places places;                                                                               \
+        plan_places(&places, place);                                                                        \
+        u->places = &places;                                                                                \
         int started = 1;                                                                                    \
         for (; started < nthreads; ++started)                                                               \
-            if (pthread_create(&threads[started], NULL, NAME##_unit_worker, &jobs[started]) != 0) break;    \
+            if (start_worker(&threads[started], NAME##_unit_worker, &jobs[started], &places, started) != 0) break; \
         if (started < nthreads) __atomic_sub_fetch(&s->active, nthreads - started, __ATOMIC_ACQ_REL);      \
         NAME##_unit_worker(&jobs[0]);                                                                       \
         for (int i = 1; i < started; ++i) pthread_join(threads[i], NULL);                                   \
@@ -1073,6 +1167,46 @@ void mlstm_exp_f64(const double *x, double *y, long n) { for (long i = 0; i < n;
 void mlstm_tanh_f64(const double *x, double *y, long n) { for (long i = 0; i < n; ++i) y[i] = tanh_d(x[i]); }
 void mlstm_exp_f32(const float *x, float *y, long n) { for (long i = 0; i < n; ++i) y[i] = exp_f(x[i]); }
 void mlstm_tanh_f32(const float *x, float *y, long n) { for (long i = 0; i < n; ++i) y[i] = tanh_f(x[i]); }
+
+/* For the tests of start_worker: one worker started under `place`; out[0] = the caller's CPU when
+ * placed (-1: not placed), out[1] = the worker's CPU as it began, out[2] = CPUs in the worker's
+ * mask once released, out[3] = CPUs in the caller's mask. Returns 0, or -1 if no thread started. */
+typedef struct {
+    const thread_places *places;
+    int cpu, allowed;
+} placement_probe;
+
+static void *placement_probe_worker(void *arg) {
+    placement_probe *probe = (placement_probe *)arg;
+#if MLSTM_PLACEMENT
+    probe->cpu = sched_getcpu();
+    release_place(probe->places);
+    cpu_set_t mask;
+    probe->allowed = pthread_getaffinity_np(pthread_self(), sizeof mask, &mask) == 0 ? CPU_COUNT(&mask) : -1;
+#else
+    probe->cpu = probe->allowed = -1;
+#endif
+    return NULL;
+}
+
+int mlstm_placement_probe(int place, int *out) {
+    thread_places places;
+    plan_places(&places, place);
+    placement_probe probe = {&places, -1, -1};
+    pthread_t thread;
+    if (start_worker(&thread, placement_probe_worker, &probe, &places, 1) != 0) return -1;
+    pthread_join(thread, NULL);
+    out[0] = places.mode == PLACE_OFF ? -1 : places.me;
+    out[1] = probe.cpu;
+    out[2] = probe.allowed;
+#if MLSTM_PLACEMENT
+    cpu_set_t mask;
+    out[3] = sched_getaffinity(0, sizeof mask, &mask) == 0 ? CPU_COUNT(&mask) : -1;
+#else
+    out[3] = -1;
+#endif
+    return 0;
+}
 
 /* An importable (empty) module, so importlib finds the library; the functions go through ctypes. */
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_lstm", "mlstm's compiled CPU time loop.", -1, NULL,

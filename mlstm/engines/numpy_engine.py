@@ -360,17 +360,19 @@ class NumpyLSTM:
         slices = plan.threads if plan.kind == "units" else 1
         work = 0.0 if inline else float(steps) * batch * 4 * hidden * (self.input_size + hidden)
         blas_count = blas.get() if blas is not None else None
+        place = plans.thread_placement()  # checked whichever plan runs: a bad value is never silent
         try:
             if plan.kind == "batch":
                 z_rows = cpu_loop.aligned_empty((batch, 4 * hidden), self.dtype)
                 args = dict(**sizes, x=x, **weights, **common, **self._rp(packed, 1), **self._wp(packed))
-                args.update(zbuf=z_rows, nthreads=plan.threads)
+                args.update(zbuf=z_rows, nthreads=plan.threads, place=place)
                 status = interruptible(lambda stop: loop.parallel(**args, set_threads_ptr=blas.local, stop=stop), work)
             elif plan.kind == "units":
                 w, bias, r = self._unit_split_weights(plan.threads)
                 args = dict(**sizes, x=x, w=w, bias=bias, r=r, **common, **self._rp(packed, slices, r), zbuf=z_buffer)
                 args["block"] = block
                 args.update(nthreads=plan.threads, gemv_ptr=loop.gemv, set_threads_ptr=blas.local)
+                args["place"] = place
                 status = interruptible(lambda stop: loop.units(**args, stop=stop), work)
             else:
                 if plan.kind == "single" and blas is not None:
