@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -60,7 +61,7 @@ def problem(C, H, B, T, dtype):
 
 def bench_mlstm(args, repeats, plans, peers):
     """mlstm's own choice (plan None), each forced plan and each peer (name -> a function that
-    runs it once), interleaved: a round times each once (the order rotated each round), after a
+    runs it once), interleaved: a round times each once (in a new random order each round), after a
     pause of SETTLE_S and one untimed call, so a change in the machine's load hits them alike;
     a configuration under 20 ms is repeated within its sample and averaged. Returns {config:
     [s per round]}, the automatic plan's first run in seconds, what it ran and how its first run
@@ -99,8 +100,11 @@ def bench_mlstm(args, repeats, plans, peers):
             # sample keeps more of the slow start after each pause (auto vs the same forced plan:
             # 1.46x at (10,3,32,64) on the AMD EPYC)
             count[config] = max(1, int(0.02 / max(min(run(config) for _ in range(3)), 1e-6)))
-        for round_ in range(repeats):  # the order rotates: no configuration always follows the same one
-            for config in configs[round_ % len(configs) :] + configs[: round_ % len(configs)]:
+        # A new order each round: rotating one order put the automatic plan after the GEMM ceiling
+        # (NumPy's own OpenBLAS threads) in almost every round, which the forced plans never were.
+        order = random.Random(0)
+        for _ in range(repeats):
+            for config in order.sample(configs, len(configs)):
                 times[config].append(run(config))
     finally:
         os.environ.pop("MLSTM_CPU_PLAN", None)
