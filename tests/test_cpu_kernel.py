@@ -86,7 +86,10 @@ def test_plan_choice_follows_the_measurements(monkeypatch):
     assert numpy_engine.cpu_plan(1000, 256, 40, 64, f32) == ("batch", 2)
     assert numpy_engine.cpu_plan(4096, 1, 128, 256, f32) == ("units", 2)
     assert numpy_engine.cpu_plan(256, 32, 64, 128, f64)[0] == "batch"
-    assert numpy_engine.cpu_plan(128, 64, 256, 512, f32) == ("units", 2)
+    assert numpy_engine.cpu_plan(128, 64, 256, 512, f32) == ("batch", 2)  # W packed: InputSize no longer counts
+    assert numpy_engine.cpu_plan(200, 32, 16, 16, f32) == ("batch", 2)  # B * H = 512
+    assert numpy_engine.cpu_plan(2000, 64, 8, 8, f32) == ("serial", 1)  # H < 16: the gate-major loop
+    assert numpy_engine.cpu_plan(200, 8, 128, 128, f32) == ("units", 2)  # B < 16
     assert numpy_engine.cpu_plan(64, 32, 10, 3, f32) == ("single", 1)  # too little work for threads, the BLAS's too
     monkeypatch.setenv("MLSTM_NUM_THREADS", "1")
     assert numpy_engine.cpu_plan(1000, 256, 40, 64, f32) == ("single", 1)  # the BLAS at one thread too

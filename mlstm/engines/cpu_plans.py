@@ -53,7 +53,7 @@ from ..errors import MlstmError
 KINDS = ("serial", "single", "batch", "units")
 UNIT_SPLIT_MIN_H = 64  # rules: at least 32 hidden units per thread for the unit split
 PARALLEL_MIN_WORK = 5_000_000  # rules: multiply-adds in a run below which no threads are started
-PARALLEL_MIN_CELLS = 4096  # rules: B * H below this, one thread (thread start-up would cost more)
+BATCH_SPLIT_MIN_H = 16  # rules: no batch split below this H (the serial loop's gate-major layout wins)
 MEASURE_MIN_WORK = 4e8  # multiply-adds in a run from which its plan is measured (about 20-100 ms)
 TRIAL_SECONDS = 0.01  # a trial's timed part lasts about this long (a hiccup of the OS is ~1-3 ms) ...
 TRIAL_MAX_FRACTION = 1 / 4  # ... but takes at most this share of the run's steps
@@ -131,18 +131,26 @@ def forced(batch: int, hidden: int, cores: int) -> Plan | None:
 
 
 def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype, cores: int) -> int:
-    """Rules: threads for the batch split (1: no batch split). It pays where the elementwise work
-    is a large share: per cell, the gate arithmetic against 8 (InputSize + H) GEMM flops (from
-    the Intel Xeon measurements in benchmarks/RESULTS.md)."""
-    gemm_heavy = input_size + hidden > (160 if dtype == np.float32 else 320)
-    if cores < 2 or batch < 16 or batch * hidden < PARALLEL_MIN_CELLS or gemm_heavy:
+    """Rules: threads for the batch split (1: no batch split), at least 8 observations each and
+    H >= BATCH_SPLIT_MIN_H (below it the serial loop's gate-major layout is faster).
+
+    AMD EPYC Zen 5 of benchmarks/RESULTS.md, threads placed, runs of 30-420 M multiply-adds (under
+    MEASURE_MIN_WORK, so ruled), every plan forced, median of 7 interleaved: at B = 16, 32, 64 and
+    H = 16..128 (24 shapes in each class, InputSize H and 4H) the batch split took 0.65-0.95x
+    (float32) and 0.47-1.07x (float64) the time of the rule before (which excluded InputSize + H
+    > 160 / 320 and B * H < 4096, from the Intel Xeon, when the batch split still multiplied W
+    through the BLAS per step), within
+    1.06x (float32) and 1.11x (float64) of the best other plan; at H = 8 it took 1.2-2.6x the
+    serial loop's. The input size and class no longer enter (the Xeon's rules were kept where
+    this CPU could not check them: the unit split for B < 16, H >= 64)."""
+    if cores < 2 or batch < 16 or hidden < BATCH_SPLIT_MIN_H:
         return 1
     return min(cores, batch // 8)
 
 
 def rule(steps: int, batch: int, input_size: int, hidden: int, dtype: np.dtype, cores: int) -> Plan:
-    """The plan for a run too small to measure (fixed rules, tuned on the Intel Xeon of
-    benchmarks/RESULTS.md): one thread, the BLAS's included, where one core is allowed; no
+    """The plan for a run too small to measure (fixed rules, from the Intel Xeon and the AMD EPYC
+    of benchmarks/RESULTS.md; see worker_threads): one thread, the BLAS's included, where one core is allowed; no
     threads (the BLAS's neither) under about 5 million multiply-adds, the batch split where
     the cell pass dominates, the unit split for few observations and H >= 64."""
     if cores < 2:  # one core allowed (MLSTM_NUM_THREADS=1, a one-CPU cgroup): the BLAS at one thread too
