@@ -141,7 +141,9 @@ def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype, co
     > 160 / 320 and B * H < 4096, from the Intel Xeon, when the batch split still multiplied W
     through the BLAS per step), within
     1.06x (float32) and 1.11x (float64) of the best other plan; at H = 8 it took 1.2-2.6x the
-    serial loop's. The input size and class no longer enter (the Xeon's rules were kept where
+    serial loop's. A second float32 grid 40 minutes later (``benchmarks/bench_rules.py``), every
+    plan 1.2-1.5x slower than in the first (other tenants): 0.52-1.24x the old rule's time, median
+    0.89. The input size and class no longer enter (the Xeon's rules were kept where
     this CPU could not check them: the unit split for B < 16, H >= 64)."""
     if cores < 2 or batch < 16 or hidden < BATCH_SPLIT_MIN_H:
         return 1
