@@ -139,12 +139,12 @@ def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype, co
     H = 16..128 (24 shapes in each class, InputSize H and 4H) the batch split took 0.65-0.95x
     (float32) and 0.47-1.07x (float64) the time of the rule before (which excluded InputSize + H
     > 160 / 320 and B * H < 4096, from the Intel Xeon, when the batch split still multiplied W
-    through the BLAS per step), within
-    1.06x (float32) and 1.11x (float64) of the best other plan; at H = 8 it took 1.2-2.6x the
-    serial loop's. A second float32 grid 40 minutes later (``benchmarks/bench_rules.py``), every
-    plan 1.2-1.5x slower than in the first (other tenants): 0.52-1.24x the old rule's time, median
-    0.89. The input size and class no longer enter (the Xeon's rules were kept where
-    this CPU could not check them: the unit split for B < 16, H >= 64)."""
+    through the BLAS per step), within 1.06x (float32) and 1.11x (float64) of the best other plan;
+    at H = 8 it took 1.2-2.6x the serial loop's. A second float32 grid 40 minutes later
+    (``benchmarks/bench_rules.py``), every plan 1.2-1.5x slower than in the first (other
+    tenants): 0.52-1.24x the old rule's time, median 0.89. The input size and class no longer
+    enter (the Xeon's rules were kept where this CPU could not check them: the unit split for
+    B < 16, H >= 64)."""
     if cores < 2 or batch < 16 or hidden < BATCH_SPLIT_MIN_H:
         return 1
     return min(cores, batch // 8)
@@ -152,9 +152,9 @@ def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype, co
 
 def rule(steps: int, batch: int, input_size: int, hidden: int, dtype: np.dtype, cores: int) -> Plan:
     """The plan for a run too small to measure (fixed rules, from the Intel Xeon and the AMD EPYC
-    of benchmarks/RESULTS.md; see worker_threads): one thread, the BLAS's included, where one core is allowed; no
-    threads (the BLAS's neither) under about 5 million multiply-adds, the batch split where
-    the cell pass dominates, the unit split for few observations and H >= 64."""
+    of benchmarks/RESULTS.md): one thread, the BLAS's included, where one core is allowed; no
+    threads (the BLAS's neither) under about 5 million multiply-adds; the batch split at B >= 16
+    and H >= 16 (:func:`worker_threads`); the unit split for few observations and H >= 64."""
     if cores < 2:  # one core allowed (MLSTM_NUM_THREADS=1, a one-CPU cgroup): the BLAS at one thread too
         return Plan("single")
     if steps * batch * 4 * hidden * (input_size + hidden) < PARALLEL_MIN_WORK:
