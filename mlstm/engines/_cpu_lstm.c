@@ -754,7 +754,7 @@ static void plan_places(thread_places *p, int mode) {
     if (me < 0 || me >= CPU_SETSIZE) return;
     for (int i = 1; i < CPU_SETSIZE && p->count < MLSTM_MAX_UNIT_THREADS; ++i) {
         const int cpu = (me + i) % CPU_SETSIZE;
-        if (cpu != me && CPU_ISSET(cpu, &p->mask)) p->cpu[p->count++] = cpu;
+        if (CPU_ISSET(cpu, &p->mask)) p->cpu[p->count++] = cpu; /* i < CPU_SETSIZE: never me */
     }
     if (p->count > 0) p->mode = mode;
 #else

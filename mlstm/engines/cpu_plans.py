@@ -130,7 +130,7 @@ def forced(batch: int, hidden: int, cores: int) -> Plan | None:
     raise MlstmError(f"MLSTM_CPU_PLAN: expected one of auto, {', '.join(KINDS)}, found {name!r}")
 
 
-def worker_threads(batch: int, input_size: int, hidden: int, dtype: np.dtype, cores: int) -> int:
+def worker_threads(batch: int, hidden: int, cores: int) -> int:
     """Rules: threads for the batch split (1: no batch split), at least 8 observations each and
     H >= BATCH_SPLIT_MIN_H (below it the serial loop's gate-major layout is faster).
 
@@ -163,7 +163,7 @@ def rule(steps: int, batch: int, input_size: int, hidden: int, dtype: np.dtype, 
         # (as a command-line run sees it): 0.86-0.88x the time of the BLAS at 2 threads; calls
         # back to back: 0.92-1.05x.
         return Plan("single")
-    threads = worker_threads(batch, input_size, hidden, np.dtype(dtype), cores)
+    threads = worker_threads(batch, hidden, cores)
     if threads > 1:
         return Plan("batch", threads)
     if hidden >= UNIT_SPLIT_MIN_H:

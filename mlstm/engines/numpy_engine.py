@@ -371,8 +371,7 @@ class NumpyLSTM:
                 w, bias, r = self._unit_split_weights(plan.threads)
                 args = dict(**sizes, x=x, w=w, bias=bias, r=r, **common, **self._rp(packed, slices, r), zbuf=z_buffer)
                 args["block"] = block
-                args.update(nthreads=plan.threads, gemv_ptr=loop.gemv, set_threads_ptr=blas.local)
-                args["place"] = place
+                args.update(nthreads=plan.threads, gemv_ptr=loop.gemv, set_threads_ptr=blas.local, place=place)
                 status = interruptible(lambda stop: loop.units(**args, stop=stop), work)
             else:
                 if plan.kind == "single" and blas is not None:
