@@ -124,10 +124,20 @@ def _scipy_blas_threads() -> int | None:
 
 
 def threads_report() -> dict[str, Any]:
-    """Cores this process may use (CPU affinity, as mlstm counts them) and the variables that cap threads."""
+    """Cores this process may use (CPU affinity), its cgroup's CPU quota (CPUs' worth of time,
+    None: no quota), the threads mlstm's plans may use (both, and MLSTM_NUM_THREADS), and the
+    variables that cap threads."""
+    from .engines import cpu_plans
+
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        usable: int | str = cpu_plans.cores()
+    except Exception as error:  # a bad MLSTM_NUM_THREADS: doctor reports it, never fails on it
+        usable = str(error)
     return {
         "cores_available": available,
+        "cpu_quota": cpu_plans.cgroup_cpu_quota(),
+        "threads_for_plans": usable,
         "cpu_count": os.cpu_count(),
         "environment": {name: os.environ.get(name) for name in THREAD_VARIABLES},
     }
@@ -272,7 +282,10 @@ def format_text(report: dict[str, Any]) -> str:
     if blas.get("source") == "show_config":
         row("BLAS threads", "from the build configuration; pip install threadpoolctl to see every library's")
     threads = report["threads"]
-    row("Cores", f"{threads['cores_available']} available to this process (of {threads['cpu_count']})")
+    quota = threads.get("cpu_quota")
+    quota_text = f"; cgroup CPU quota {quota:g} CPUs" if quota is not None else ""
+    row("Cores", f"{threads['cores_available']} available to this process (of {threads['cpu_count']}){quota_text}")
+    row("Threads for plans", str(threads.get("threads_for_plans")))
     settings = [f"{k}={v}" for k, v in threads["environment"].items() if v is not None]
     row("Thread settings", ", ".join(settings) or "none set")
 

@@ -92,7 +92,10 @@ class Plan:
 
 
 def cores() -> int:
-    """Threads a plan may use: MLSTM_NUM_THREADS, else the cores this process may run on."""
+    """Threads a plan may use: MLSTM_NUM_THREADS, else the cores this process may run on (its CPU
+    affinity: taskset, a cpuset, SLURM's --cpus-per-task), fewer where its cgroup's CPU quota
+    allows fewer CPUs' worth of time (docker --cpus, Kubernetes CPU limits, systemd CPUQuota),
+    rounded up."""
     if os.environ.get("MLSTM_NUM_THREADS"):
         try:
             return max(1, int(os.environ["MLSTM_NUM_THREADS"]))
@@ -100,7 +103,85 @@ def cores() -> int:
             raise MlstmError(
                 f"MLSTM_NUM_THREADS: expected a whole number of threads, found {os.environ['MLSTM_NUM_THREADS']!r}"
             ) from None
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = process_cpu_quota()
+    return count if quota is None else max(1, min(count, math.ceil(quota - 1e-9)))
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+
+
+@lru_cache(maxsize=1)
+def process_cpu_quota() -> float | None:
+    """:func:`cgroup_cpu_quota` of this process, read once (the files are read in ~50 µs; a run
+    asks for every call)."""
+    return cgroup_cpu_quota()
+
+
+def cgroup_cpu_quota(root: str = CGROUP_ROOT, self_cgroup: str = "/proc/self/cgroup") -> float | None:
+    """The CPUs' worth of time per period that the cgroup quota allows this process (quota /
+    period), the smallest over its cgroup and the cgroup's ancestors; None where there is no
+    quota or nothing can be read. Threads beyond it do not run faster: they are stopped for the
+    rest of each period once the quota is spent. On the 2-vCPU AMD EPYC of benchmarks/RESULTS.md
+    with a 1-CPU quota, a 0.9 s run took 1.6-1.8x (unit split) and 2-3x (the BLAS at 2 threads)
+    as long as the one-thread loop, and a plan's 10 ms trials, short enough to fit in the quota,
+    had judged the threaded plans twice as fast.
+
+    cgroup v2 (``cpu.max``: ``max 100000`` or ``150000 100000``) and v1 (``cpu.cfs_quota_us``,
+    -1 for none, over ``cpu.cfs_period_us``), at the usual mounts under ``root``; the process's
+    cgroup is its path in ``self_cgroup`` below the mount, or the mount itself where that path
+    is not there (a container that sees its own cgroup as the root)."""
+    try:
+        with open(self_cgroup, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        lines = []
+    paths: list[tuple[str, str]] = []  # (mount, cgroup path below it)
+    for line in lines:
+        number, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if number == "0" and controllers == "":
+            paths.append((root, path))
+        elif "cpu" in controllers.split(","):
+            paths.extend((os.path.join(root, mount), path) for mount in CGROUP_V1_CPU_MOUNTS)
+    paths += [(root, "/")] + [(os.path.join(root, mount), "/") for mount in CGROUP_V1_CPU_MOUNTS]
+    quotas = []
+    seen: set[str] = set()
+    for mount, path in paths:
+        directory = os.path.normpath(os.path.join(mount, path.lstrip("/")))
+        while directory.startswith(mount) and directory not in seen:  # this cgroup and its ancestors
+            seen.add(directory)
+            quota = _read_quota(directory)
+            if quota is not None:
+                quotas.append(quota)
+            if directory == os.path.normpath(mount):
+                break
+            directory = os.path.dirname(directory)
+    return min(quotas) if quotas else None
+
+
+def _read_quota(directory: str) -> float | None:
+    """quota / period of one cgroup directory (v2's cpu.max, else v1's pair), or None."""
+
+    def read(name: str) -> list[str] | None:
+        try:
+            with open(os.path.join(directory, name), encoding="ascii", errors="replace") as fh:
+                return fh.read().split()
+        except OSError:
+            return None
+
+    fields = read("cpu.max")
+    if fields is None:
+        quota, period = read("cpu.cfs_quota_us"), read("cpu.cfs_period_us")
+        fields = quota + period if quota and period else None
+    if not fields or len(fields) != 2:
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])  # "max" (no quota) is not a number
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 PLACEMENTS = {"start": 1, "off": 0}  # the C loops' PLACE_START and PLACE_OFF

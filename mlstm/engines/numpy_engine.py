@@ -289,7 +289,8 @@ class NumpyLSTM:
             if count < 2 or run_steps * step_work < plans.MEASURE_MIN_WORK:
                 plan = plans.rule(run_steps, batch, self.input_size, hidden, self.dtype, count)
             else:
-                allowed = plans.candidates(batch, hidden, count, loop.max_unit_threads, loop.blas_threads.get())
+                blas_threads = min(loop.blas_threads.get(), count)  # what the serial plan runs it at
+                allowed = plans.candidates(batch, hidden, count, loop.max_unit_threads, blas_threads)
                 kernel = f"packed {loop.packed.isa}" if self._use_packed(batch) else "blas"
                 key = plans.plan_key(self.dtype, batch, self.input_size, hidden, count, kernel)
                 plan = plans.lookup(key, allowed)
@@ -374,8 +375,12 @@ class NumpyLSTM:
                 args.update(nthreads=plan.threads, gemv_ptr=loop.gemv, set_threads_ptr=blas.local, place=place)
                 status = interruptible(lambda stop: loop.units(**args, stop=stop), work)
             else:
-                if plan.kind == "single" and blas is not None:
-                    blas.set(1)
+                if blas is not None and blas_count is not None:
+                    # single: the BLAS at one thread; serial: at most at the threads a plan may use
+                    # (MLSTM_NUM_THREADS, a cgroup's CPU quota), which the BLAS does not know of
+                    limit = 1 if plan.kind == "single" else plans.cores()
+                    if blas_count > limit:
+                        blas.set(limit)
                 args = dict(**sizes, x=x, **weights, **common, zbuf=z_buffer, block=block)
                 if hidden < GATE_MAJOR_MAX_H and batch >= hidden:  # loops over H too short to vectorise
                     args["state_buf"] = np.empty(2 * hidden * batch, dtype=self.dtype)
