@@ -162,8 +162,7 @@ def one_cpu_cgroup():
 
 def test_a_process_under_a_one_cpu_quota_plans_for_one_thread(one_cpu_cgroup):
     """A real cgroup with a quota of one CPU's time: mlstm counts one core and the plan of a run
-    that would otherwise split is the one-thread loop, the BLAS at one thread too (on 2 vCPUs with
-    the quota, the unit split took 1.6-1.8x and the BLAS at two threads 2-3x the one-thread time)."""
+    that would otherwise split is the one-thread loop, the BLAS at one thread too."""
     script = textwrap.dedent(
         """
         import os, sys, json

@@ -122,11 +122,12 @@ def process_cpu_quota() -> float | None:
 def cgroup_cpu_quota(root: str = CGROUP_ROOT, self_cgroup: str = "/proc/self/cgroup") -> float | None:
     """The CPUs' worth of time per period that the cgroup quota allows this process (quota /
     period), the smallest over its cgroup and the cgroup's ancestors; None where there is no
-    quota or nothing can be read. Threads beyond it do not run faster: they are stopped for the
-    rest of each period once the quota is spent. On the 2-vCPU AMD EPYC of benchmarks/RESULTS.md
-    with a 1-CPU quota, a 0.9 s run took 1.6-1.8x (unit split) and 2-3x (the BLAS at 2 threads)
-    as long as the one-thread loop, and a plan's 10 ms trials, short enough to fit in the quota,
-    had judged the threaded plans twice as fast.
+    quota or nothing can be read. Threads beyond it are stopped for the rest of each period once
+    the quota is spent, and a plan's 10 ms trials, short enough to fit in the quota, judge them
+    fast. On the 2-vCPU AMD EPYC of benchmarks/RESULTS.md with a one-CPU quota, counting it made
+    a process's first run faster in 12 of 15 cases (0.64-1.15x) and long runs at B = 1 1.10-1.32x
+    slower (two threads each holding half of R in cache did more per CPU-second than one); the
+    many-core node with a quota of a few CPUs, where it matters most, was not measured.
 
     cgroup v2 (``cpu.max``: ``max 100000`` or ``150000 100000``) and v1 (``cpu.cfs_quota_us``,
     -1 for none, over ``cpu.cfs_period_us``), at the usual mounts under ``root``; the process's
