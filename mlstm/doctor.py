@@ -136,7 +136,7 @@ def threads_report() -> dict[str, Any]:
         usable = str(error)
     return {
         "cores_available": available,
-        "cpu_quota": cpu_plans.cgroup_cpu_quota(),
+        "cpu_quota": cpu_plans.process_cpu_quota(),
         "threads_for_plans": usable,
         "cpu_count": os.cpu_count(),
         "environment": {name: os.environ.get(name) for name in THREAD_VARIABLES},

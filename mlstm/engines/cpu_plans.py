@@ -119,6 +119,10 @@ def process_cpu_quota() -> float | None:
     return cgroup_cpu_quota()
 
 
+if hasattr(os, "register_at_fork"):  # a forked child may be moved to another cgroup: read again
+    os.register_at_fork(after_in_child=process_cpu_quota.cache_clear)
+
+
 def cgroup_cpu_quota(root: str = CGROUP_ROOT, self_cgroup: str = "/proc/self/cgroup") -> float | None:
     """The CPUs' worth of time per period that the cgroup quota allows this process (quota /
     period), the smallest over its cgroup and the cgroup's ancestors; None where there is no
@@ -132,31 +136,41 @@ def cgroup_cpu_quota(root: str = CGROUP_ROOT, self_cgroup: str = "/proc/self/cgr
     cgroup v2 (``cpu.max``: ``max 100000`` or ``150000 100000``) and v1 (``cpu.cfs_quota_us``,
     -1 for none, over ``cpu.cfs_period_us``), at the usual mounts under ``root``; the process's
     cgroup is its path in ``self_cgroup`` below the mount, or the mount itself where that path
-    is not there (a container that sees its own cgroup as the root)."""
+    is not there (a container that sees its own cgroup as the root). Only the hierarchies that
+    ``self_cgroup`` names are read (v2 for a ``0::`` line, v1 for a line with the ``cpu``
+    controller), so a sibling cgroup that happens to be called ``cpu`` is not taken for v1's
+    mount; every mount is read where the file names neither (or cannot be read)."""
     try:
         with open(self_cgroup, encoding="utf-8", errors="replace") as fh:
             lines = fh.read().splitlines()
     except OSError:
         lines = []
+    root = os.path.normpath(root)
+    v1_mounts = [os.path.join(root, mount) for mount in CGROUP_V1_CPU_MOUNTS]
     paths: list[tuple[str, str]] = []  # (mount, cgroup path below it)
     for line in lines:
         number, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
-        if number == "0" and controllers == "":
+        if number == "0" and controllers == "":  # the v2 hierarchy
             paths.append((root, path))
-        elif "cpu" in controllers.split(","):
-            paths.extend((os.path.join(root, mount), path) for mount in CGROUP_V1_CPU_MOUNTS)
-    paths += [(root, "/")] + [(os.path.join(root, mount), "/") for mount in CGROUP_V1_CPU_MOUNTS]
+        elif "cpu" in controllers.split(","):  # the v1 hierarchy of the cpu controller
+            paths.extend((mount, path) for mount in v1_mounts)
+    if not paths:  # nothing to go by (no file, or no line for the cpu controller): the mounts themselves
+        paths = [(root, "/")] + [(mount, "/") for mount in v1_mounts]
     quotas = []
     seen: set[str] = set()
     for mount, path in paths:
+        # this cgroup and its ancestors up to the mount; a path that leaves the mount (".."), or
+        # is not there (a container that sees its own cgroup as the mount), ends at the mount
         directory = os.path.normpath(os.path.join(mount, path.lstrip("/")))
-        while directory.startswith(mount) and directory not in seen:  # this cgroup and its ancestors
+        if not (directory == mount or directory.startswith(mount + os.sep)):
+            directory = mount
+        while directory not in seen:
             seen.add(directory)
             quota = _read_quota(directory)
             if quota is not None:
                 quotas.append(quota)
-            if directory == os.path.normpath(mount):
+            if directory == mount:
                 break
             directory = os.path.dirname(directory)
     return min(quotas) if quotas else None
