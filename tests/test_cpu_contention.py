@@ -50,3 +50,27 @@ def test_unit_split_beside_a_busy_process_gives_the_idle_result_bit_for_bit(monk
     for result in beside:
         for got, want in zip(result, idle):
             np.testing.assert_array_equal(got, want)
+
+
+def test_a_long_slice_is_not_taken_for_a_deschedule():
+    """The unit split's threads stand aside when a slice took far longer than their fastest (a
+    deschedule). The bound was 4 min(fastest, 200 us) + 200 us: every slice over 1 ms counted, so
+    where slices take over 1 ms (H = 512, B = 64 on an AVX2 Zen 3: 1.3 ms) a thread stood aside at
+    every step and the split ran at one thread's speed. Now twice the fastest and 200 us more."""
+    import ctypes
+    import importlib.util
+
+    if importlib.util.find_spec("mlstm.engines._cpu_lstm") is None:
+        pytest.skip("the compiled loop is not built")
+    from mlstm.engines import _cpu_lstm
+
+    lib = ctypes.CDLL(_cpu_lstm.__file__)
+    lib.mlstm_slice_was_descheduled.argtypes = [ctypes.c_long, ctypes.c_long]
+    descheduled = lib.mlstm_slice_was_descheduled
+    us, none_yet = 1000, 2**63 - 1
+    assert not descheduled(1300 * us, 1300 * us)  # a steady 1.3 ms slice
+    assert not descheduled(2500 * us, 1300 * us)  # jitter of a long slice
+    assert not descheduled(50 * us, 1300 * us)
+    assert descheduled(5000 * us, 1300 * us)  # a time slice of another process in the middle
+    assert not descheduled(30 * us, 20 * us) and descheduled(400 * us, 20 * us)  # short slices as before
+    assert not descheduled(10**9, none_yet)  # the first slice of a thread sets its fastest

@@ -915,7 +915,18 @@ DEFINE_PARALLEL(f64, double, dgemm_fn, 1)
 #endif
 #define BACKOFF_MIN_NS 2000000L   /* 2 ms */
 #define BACKOFF_MAX_NS 128000000L /* 128 ms */
-#define DESCHEDULED_NS 200000L    /* a slice this much slower than the fastest: the thread was descheduled */
+/* A slice over twice its fastest and this much more: the thread was descheduled. (Relative to the
+ * slice, not an absolute bound: the bound of 4 min(fastest, 200 us) + 200 us it replaced took every
+ * slice over 1 ms for a deschedule, so at (C,H,B,T) = (256,512,64,128) float32 on an AMD EPYC Zen 3
+ * (AVX2, 1.3 ms slices) a thread stood aside at every step and the split ran 2x slower than the
+ * batch split; on AVX-512 machines the same slices were under 1 ms.) */
+#define DESCHEDULED_NS 200000L
+
+/* Whether a slice that took ``took`` ns, where this thread's fastest slice so far took
+ * ``fastest`` (LONG_MAX: none yet), says the thread was descheduled (exported for the tests). */
+int mlstm_slice_was_descheduled(long took, long fastest) {
+    return fastest != LONG_MAX && took > 2 * fastest + DESCHEDULED_NS;
+}
 
 /* Standing aside is remembered across runs (a busy neighbour usually stays a while). */
 static long backoff_ns = 0, last_backoff_at = 0;
@@ -1098,7 +1109,7 @@ static void wait_for_step(mlstm_steps *s, long t) {
                 if (!claim_slice(s, k, t)) continue;                                                        \
                 const long took = NAME##_unit_slice(u, k, t);                                               \
                 slice_done(s, t);                                                                           \
-                if (took > 4 * (fastest < DESCHEDULED_NS ? fastest : DESCHEDULED_NS) + DESCHEDULED_NS) descheduled = 1; \
+                if (mlstm_slice_was_descheduled(took, fastest)) descheduled = 1;                            \
                 if (took < fastest) fastest = took;                                                         \
             }                                                                                               \
             if (descheduled) stand_aside(s);                                                                \
