@@ -324,12 +324,12 @@ def prepare_batch(
     with ``dry_run`` only checks that it could be created."""
     from . import io
     from .engines import get_engine
+    from .formats import check_options
     from .inputs import shared_weights
-    from .options import parse_options
 
     mapping = dict(var or {})
     pairs = [*options, *name_value.items()]
-    parse_options(pairs)
+    check_options(pairs)
     fmt = output_format.lower()
     if fmt not in EXTENSIONS:
         raise MlstmError(f"expected one of {', '.join(EXTENSIONS)}, found {output_format!r}", "--format")

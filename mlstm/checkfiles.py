@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compare import COMPARED, compare_outputs
+from .compare import COMPARED, check_tolerances, compare_outputs
 from .errors import MlstmError, failure_text
 from .inputs import Inputs
 from .options import parse_options
@@ -278,8 +278,14 @@ def verify_files(paths: Sequence[str], **kwargs: Any) -> Iterator[VerifyRecord]:
     """:func:`verify_file` for each path, in order."""
     if not paths:
         raise MlstmError("expected at least one FILE", "FILE")
+    from .engines import get_engine
+    from .formats import check_options
+
+    # A bad option, tolerance or engine is the invocation's error, not every file's.
     known = {"var", "options", "rtol", "atol", "engine", "hdf5_order", "diagnose"}
-    parse_options([*kwargs.get("options", ()), *((k, v) for k, v in kwargs.items() if k not in known)])
+    check_options([*kwargs.get("options", ()), *((k, v) for k, v in kwargs.items() if k not in known)])
+    check_tolerances(kwargs.get("rtol"), kwargs.get("atol"))
+    get_engine(str(kwargs.get("engine", "numpy")).lower())
     for path in paths:
         yield verify_file(path, **kwargs)
 

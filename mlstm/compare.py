@@ -136,6 +136,13 @@ def compare_variable(
     return report
 
 
+def check_tolerances(rtol: float | None, atol: float | None) -> None:
+    """``--rtol`` and ``--atol``: None (the class's default) or a finite number >= 0."""
+    for option, value in (("--rtol", rtol), ("--atol", atol)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise MlstmError(f"expected a finite tolerance >= 0, found {value!r}", option)
+
+
 def compare_outputs(
     actual: dict[str, Any],
     expected: dict[str, Any],
@@ -149,9 +156,7 @@ def compare_outputs(
     ``compute_class`` is the class the outputs were computed in, when known ("single" widens
     the default tolerances even for double outputs, as MATLAB's mixed-class rule makes them).
     """
-    for option, value in (("--rtol", rtol), ("--atol", atol)):
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise MlstmError(f"expected a finite tolerance >= 0, found {value!r}", option)
+    check_tolerances(rtol, atol)
     report = Report()
     for name in names:
         if name not in expected:

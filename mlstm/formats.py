@@ -76,8 +76,10 @@ class DataFormat:
         return 1 if axis is None else self.sizes[axis]
 
 
-def parse_data_format(data_format: str, shape: tuple[int, ...], argument: str = "X") -> DataFormat:
-    """Check ``data_format`` against an array of MATLAB size ``shape``."""
+def check_format_labels(data_format: str) -> str:
+    """The labels of ``data_format`` (upper case), checked on their own: a string of S, C, B, T
+    and U with C, B and T at most once and a T. Checks that need X's size are
+    :func:`parse_data_format`'s."""
     if not isinstance(data_format, str):
         raise MlstmError(
             f"expected a character vector or string scalar, found {type(data_format).__name__}", "DataFormat"
@@ -98,6 +100,24 @@ def parse_data_format(data_format: str, shape: tuple[int, ...], argument: str = 
             raise MlstmError(f"label {once!r} may appear at most once, found {data_format!r}", "DataFormat")
     if "T" not in labels:
         raise MlstmError(f"expected a time dimension 'T' in the format, found {data_format!r}", "DataFormat")
+    return labels
+
+
+def check_options(pairs: Any) -> Any:
+    """:func:`mlstm.options.parse_options` of ``(name, value)`` pairs, a DataFormat's labels
+    checked too: for commands that run many files, so that a bad option given once is one
+    error up front and not every file's failure."""
+    from .options import parse_options
+
+    options = parse_options(pairs)
+    if options.data_format is not None:
+        check_format_labels(options.data_format)
+    return options
+
+
+def parse_data_format(data_format: str, shape: tuple[int, ...], argument: str = "X") -> DataFormat:
+    """Check ``data_format`` against an array of MATLAB size ``shape``."""
+    labels = check_format_labels(data_format)
     dims = _drop_trailing_singletons(tuple(int(d) for d in shape))
     if len(labels) < len(dims):
         raise MlstmError(

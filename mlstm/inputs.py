@@ -5,9 +5,11 @@ file wins when several hold it.
   :func:`parse_var_mappings` reads ``--var ROLE=NAME``.
 - :class:`Inputs` opens the files and finds each argument: a variable in an input file wins
   over the same variable in the ``--weights`` file; among several input files, the first
-  named wins. :attr:`Inputs.notes` says which, for ``-v``. With weights converted from ONNX,
-  PyTorch or Keras (whose LSTMs start from zero states) a missing ``H0``/``C0`` is zeros;
-  MATLAB-layout inputs must give them, as MATLAB's ``lstm`` demands.
+  named wins (issue #15's rule, which replaced an error). The command line says which in a
+  notice (``-q`` leaves it to ``-v``'s :attr:`Inputs.notes`), so the choice is never silent.
+  With weights converted from ONNX, PyTorch or Keras (whose LSTMs start from zero states) a
+  missing ``H0``/``C0`` is zeros; MATLAB-layout inputs must give them, as MATLAB's ``lstm``
+  demands.
 - Errors about an argument are put in front of the file and variable it came from
   (:meth:`Inputs.locate`).
 """
@@ -15,6 +17,7 @@ file wins when several hold it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .errors import MlstmError
@@ -69,7 +72,13 @@ def parse_var_mappings(mappings: tuple[str, ...]) -> dict[str, str]:
 class Inputs:
     """The input files of one command, and where each MATLAB argument comes from."""
 
-    def __init__(self, paths: list[str], hdf5_order: str, shared: list[Any] | None = None):
+    def __init__(
+        self,
+        paths: list[str],
+        hdf5_order: str,
+        shared: list[Any] | None = None,
+        notice: Callable[[str], None] | None = None,
+    ):
         from . import io
 
         if not paths:
@@ -87,6 +96,7 @@ class Inputs:
         self._own = len(self.files) - len(shared or [])
         self.sources: dict[str, tuple[Any, str]] = {}  # role -> (file, variable name)
         self.notes: list[str] = []  # which file gave what, for -v
+        self._notice = notice  # where a variable found in several files is told (else: notes)
 
     def close(self) -> None:
         for f in self.files[: getattr(self, "_own", len(self.files))]:
@@ -113,10 +123,11 @@ class Inputs:
             )
         if len(holders) > 1 and role not in self.sources:
             others = ", ".join(f.label for f in holders[1:])
-            self.notes.append(
+            text = (
                 f"{role}: variable {name!r} is in {holders[0].label} and {others}; using {holders[0].label} "
                 "(input files before --weights, the first input file first)"
             )
+            (self._notice or self.notes.append)(text)
         self.sources[role] = (holders[0], name)
         return holders[0]
 
@@ -203,8 +214,11 @@ class Inputs:
                 continue
             value = holder.read(option)
             if not isinstance(value, str):
+                from .matlab_types import matlab_class
+
                 raise MlstmError(
-                    f"{holder.label}: variable {option!r}: expected a char vector such as 'CBT', found a numeric array"
+                    f"{holder.label}: variable {option!r}: expected a char vector such as 'CBT', "
+                    f"found a {matlab_class(value)} array"
                 )
             pairs.append((option, value))
         return pairs

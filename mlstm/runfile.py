@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MlstmError
+from .formats import check_options
 from .inputs import Inputs, shared_weights
 from .options import parse_options
 
@@ -166,7 +167,7 @@ def run_file(
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     mapping = dict(var or {})
     pairs = [*options, *name_value.items()]
-    parse_options(pairs)  # bad options before touching any file
+    check_options(pairs)  # bad options before touching any file
     fmt = output_format_for(output, output_format)
     check_output_path(output, [*paths, *([weights] if weights else [])])
     order = hdf5_order.lower()
@@ -175,10 +176,10 @@ def run_file(
     started = time.perf_counter()
     if dry_run:
         AtomicOutput(output).discard()  # the output's directory takes a file
-        with Inputs(paths, order, shared) as files:
+        with Inputs(paths, order, shared, notice) as files:
             return _dry_run(files, output, fmt, mapping, pairs, engine, chunk_steps, notice)
     # The temporary output exists before any computing: an unwritable directory fails at once.
-    with AtomicOutput(output) as target, Inputs(paths, order, shared) as files:
+    with AtomicOutput(output) as target, Inputs(paths, order, shared, notice) as files:
         x = files.lazy_x(mapping)
         if x is not None and fmt == "mat":
             # Sizes first: a notice about Y's size is worth giving only for sizes that can run.

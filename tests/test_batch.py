@@ -194,6 +194,11 @@ def test_bad_invocations_exit_2(tmp_path, weights_file):
     assert_one_line_error(run_mlstm("batch", *paths, "--out-dir", out, "--weights", tmp_path / "no.mat"), "no.mat")
     assert_one_line_error(run_mlstm("batch", str(tmp_path / "zz*.mat"), "--out-dir", out), "matches no file")
     assert_one_line_error(run_mlstm("batch", *paths, "--out-dir", out, "Bogus=1"), "Bogus")
+    # a bad value given once is the invocation's error too, not every file's failure
+    fresh = tmp_path / "fresh"
+    proc = run_mlstm("batch", *paths, "--out-dir", fresh, "--weights", wpath, "DataFormat=XYZ")
+    assert_one_line_error(proc, "DataFormat", "S, C, B, T, U", "'X'")
+    assert not fresh.exists()
     other = tmp_path / "other"
     other.mkdir()
     scipy.io.savemat(other / "seq00.mat", {"X": np.zeros((C, 2, 3))})

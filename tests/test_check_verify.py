@@ -171,3 +171,31 @@ def test_verify_options_from_command_line_and_unreadable_file(tmp_path):
     text = proc.stdout.decode()
     assert proc.returncode == 1 and "ERROR  " in text and "broken.mat" in text and "1 could not be checked" in text
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "bad, fragments",
+    [
+        (("--rtol", "-1"), ("--rtol", ">= 0", "-1")),
+        (("--atol", "nan"), ("--atol", ">= 0", "nan")),
+        (("DataFormat=XYZ",), ("DataFormat", "S, C, B, T, U")),
+        (("DataFormat=CBTT",), ("DataFormat", "'T'", "at most once")),
+    ],
+)
+def test_verify_bad_invocation_is_one_error_not_every_files_failure(tmp_path, bad, fragments):
+    """A bad tolerance or option given once: one Error: line on stderr, exit 2, nothing on stdout
+    (as check does), not an ERROR record per file with exit 1."""
+    files = [_export(tmp_path, "cbt_double", filename=f"{n}.mat") for n in ("a", "b")]
+    proc = run_mlstm("verify", *files, *bad)
+    assert_one_line_error(proc, *fragments)
+    assert proc.stdout in (b"", "")
+
+
+def test_verify_with_cupy_where_none_is_usable_is_one_error(tmp_path):
+    from mlstm.engines import cupy_unavailable_reason
+
+    if cupy_unavailable_reason() is None:
+        pytest.skip("CuPy can use a GPU here")
+    proc = run_mlstm("verify", _export(tmp_path, "cbt_double"), "--engine", "cupy")
+    assert_one_line_error(proc, "engine", "cupy")
+    assert proc.stdout in (b"", "")

@@ -98,16 +98,21 @@ def test_var_mapping_and_several_inputs(tmp_path, problem):
     np.testing.assert_allclose(load(out)["Y"], Yr, rtol=1e-12, atol=1e-14)
 
 
-def test_role_in_two_files_the_first_input_wins_and_v_says_so(tmp_path, problem, infile):
+@pytest.mark.parametrize("flags", [(), ("-v",)])
+def test_role_in_two_files_the_first_input_wins_and_a_notice_says_so(tmp_path, problem, infile, flags):
+    """Never silent: without -v too, stderr says which file gave X (once); -q leaves it to -v."""
     other_x = problem["X"] + 1.0
     other = save(tmp_path / "other.mat", X=other_x)
     for first, second, x in ((infile, other, problem["X"]), (other, infile, other_x)):
         out = tmp_path / "o.mat"
-        proc = run_mlstm("run", first, second, "-o", out, "DataFormat=CBT", "-v", check=0)
+        proc = run_mlstm("run", first, second, "-o", out, "DataFormat=CBT", *flags, check=0)
         args = dict(problem, X=x)
         Yr, _, _ = reference_lstm(*args.values(), "CBT")
         np.testing.assert_allclose(load(out)["Y"], Yr, rtol=1e-12, atol=1e-14)
-        assert f"X: variable 'X' is in {first} and {second}; using {first}" in proc.stderr
+        said = f"X: variable 'X' is in {first} and {second}; using {first}"
+        assert proc.stderr.count(said) == 1, proc.stderr
+    quiet = run_mlstm("run", infile, other, "-o", tmp_path / "q.mat", "DataFormat=CBT", "-q", check=0)
+    assert quiet.stderr == ""
 
 
 def test_input_file_wins_over_the_weights_file(tmp_path, problem, infile):
@@ -285,3 +290,11 @@ def test_engine_auto_says_which_engine_ran(tmp_path, infile):
 def test_debug_shows_traceback(tmp_path, infile):
     proc = run_mlstm("run", infile, "-o", tmp_path / "o.mat", "DataFormat=XYZ", "--debug", subprocess_only=True)
     assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_a_stored_option_of_the_wrong_class_names_its_class(tmp_path, problem):
+    """A DataFormat saved as a cell ({'CBT'}) or a number: the error says which it found."""
+    for value, found in ((np.array(["CBT"], dtype=object), "a cell array"), (np.array([[1.0]]), "a double array")):
+        path = save(tmp_path / "d.mat", DataFormat=value, **problem)
+        proc = run_mlstm("run", path, "-o", tmp_path / "o.mat")
+        assert_one_line_error(proc, "d.mat", "'DataFormat'", "char vector", found)

@@ -359,6 +359,22 @@ def test_corrupt_files_each_kind(tmp_path, infile):
         assert info.returncode in (0, 2) and "Traceback" not in info.stderr
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_mat5_file_cut_inside_its_data_is_an_error_for_info_too(tmp_path, problem, compressed):
+    """whosmat reads only each variable's header, so info listed a cut file as whole; the data
+    elements' tags say it is short. The whole file, and every cut, checked."""
+    whole = tmp_path / "whole.mat"
+    scipy.io.savemat(whole, problem, do_compression=compressed, oned_as="column")
+    raw = whole.read_bytes()
+    assert run_mlstm("info", whole).returncode == 0
+    run_mlstm("run", whole, "-o", tmp_path / "o.mat", "DataFormat=CBT", check=0)
+    for cut in (200, 300, len(raw) // 2, len(raw) - 1):
+        path = tmp_path / f"cut{cut}.mat"
+        path.write_bytes(raw[:cut])
+        for command in (("info", path), ("run", path, "-o", tmp_path / "o2.mat", "DataFormat=CBT")):
+            assert_one_line_error(run_mlstm(*command), f"cut{cut}.mat", "truncated")
+
+
 def test_info_on_mat73_and_hdf5(tmp_path, infile):
     out = tmp_path / "o.mat"
     run_mlstm("run", infile, "-o", out, "--format", "mat73", "DataFormat=CBT", check=0)

@@ -95,6 +95,26 @@ def test_external_raw_storage_is_refused(tmp_path, problem, container, output):
     assert not (tmp_path / output).exists()
 
 
+@pytest.mark.parametrize("container", ["hdf5", "mat73"])
+@pytest.mark.parametrize("role", ["X", "weights", "DataFormat"])
+def test_a_null_dataspace_is_named_in_run_and_info(tmp_path, problem, container, role):
+    """A dataset with a null dataspace (h5py shape None) has no size at all: run names the file,
+    the variable and what it found; info lists it as not read; neither says 'unexpected'."""
+    write, reversed_dims = CONTAINERS[container]
+    infile = write(tmp_path / "in.h5", dict(problem, DataFormat="CBT"))
+    with h5py.File(infile, "r+") as f:
+        replace_dataset(f, role, reversed_dims, shape=None, dtype="f8")
+    for output in ("out.mat", "out.h5"):
+        proc = run_mlstm("run", infile, "-o", tmp_path / output)
+        assert_one_line_error(proc, f"in.h5: variable '{role}'", "null dataspace")
+        assert "unexpected" not in proc.stderr
+        assert not (tmp_path / output).exists()
+    info = run_mlstm("info", infile, "--json")
+    assert info.returncode == 0, info.stderr
+    listed = json.loads(info.stdout)["variables"]
+    assert "null dataspace" in listed[role]["note"] and listed[role]["size"] is None
+
+
 def test_external_links_are_refused_not_followed(tmp_path, problem):
     other = write_plain(tmp_path / "other.h5", {"X": problem["X"], "grp/X": problem["X"]})
     infile = write_mat73(tmp_path / "in.mat", dict(problem, DataFormat="CBT"))

@@ -35,12 +35,18 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+NULL_DATASPACE = "has a null dataspace (HDF5's H5S_NULL: no data, not even an empty array)"
+
+
 def storage_problem(obj: Any, _depth: int = 0) -> str | None:
-    """Why reading the dataset ``obj`` would read another file (external raw storage, a virtual
-    dataset over other files), or None. Groups and datasets stored in the file give None."""
+    """Why the dataset ``obj`` cannot be read: its dataspace is null (:data:`NULL_DATASPACE`), or
+    reading it would read another file (external raw storage, a virtual dataset over other
+    files); else None. Groups and datasets stored in the file give None."""
     h5py = _h5py()
     if not isinstance(obj, h5py.Dataset):
         return None
+    if obj.shape is None:
+        return NULL_DATASPACE
     external = obj.external
     if external:
         files = sorted({_text(entry[0]) for entry in external})
@@ -70,7 +76,8 @@ def check_local(obj: Any, label: str, name: str | None = None) -> None:
     """
     problem = storage_problem(obj)
     if problem:
-        raise MlstmError(f"{_where(label, name)}: {problem}; {OUTSIDE}")
+        suffix = "" if problem == NULL_DATASPACE else f"; {OUTSIDE}"
+        raise MlstmError(f"{_where(label, name)}: {problem}{suffix}")
 
 
 class _Outside(Exception):
@@ -212,7 +219,9 @@ class Hdf5File(MatrixFile):
         # for by name: it is "here", so that reading it says why it cannot be read.
         return path in self._entries or any(path.startswith(b + "/") for b in self._broken)
 
-    def _size(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def _size(self, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if shape is None:  # a null dataspace: no size at all
+            return None
         return tuple(reversed(shape)) if self._order == "matlab" else tuple(shape)
 
     def describe(self, name: str) -> VariableInfo:

@@ -99,6 +99,30 @@ def list_mat5_variables(stream: Any) -> list[tuple[str, tuple[int, ...], str]]:
     return out
 
 
+def mat5_truncation(stream: Any) -> str | None:
+    """Where a MAT v5/v7 file's top-level data elements run past its end, or None. whosmat reads
+    only each variable's header (the start of a compressed element), so a file cut inside its
+    data lists as whole: the tags say how many bytes each element has (8-byte tags; a small
+    element is all tag)."""
+    if isinstance(stream, (str, os.PathLike)):
+        with open(stream, "rb") as fh:
+            return mat5_truncation(fh)
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    stream.seek(126)
+    endian = "<" if stream.read(2) == b"IM" else ">"
+    position, element = 128, 0
+    while position + 8 <= size:
+        stream.seek(position)
+        first, nbytes = struct.unpack(endian + "II", stream.read(8))
+        element += 1
+        end = position + 8 if first >> 16 else position + 8 + nbytes
+        if end > size:
+            return f"its data element {element} (at byte {position}) needs {end - size} more bytes than the file has"
+        position = end if first >> 16 or first == 15 else position + 8 + (nbytes + 7) // 8 * 8
+    return None
+
+
 class MatFile(MatrixFile):
     """A MAT v4/v6/v7 file, loaded with ``scipy.io.loadmat`` one variable at a time."""
 
@@ -117,10 +141,13 @@ class MatFile(MatrixFile):
                     raise
                 whos = list_mat5_variables(self._rewind())  # e.g. a MATLAB string object inside
             self._whos = [(n, tuple(shape), _WHOS_CLASS.get(c, c)) for n, shape, c in whos if n not in _HIDDEN]
+            short = mat5_truncation(self._rewind()) if kind == "mat5" else None
         except Exception as exc:
             raise self.error(
                 f"expected a readable {self.kind} file, found a damaged or truncated one ({type(exc).__name__}: {exc})"
             ) from None
+        if short:
+            raise self.error(f"expected a readable {self.kind} file, found a damaged or truncated one ({short})")
 
         self._classes = {name: cls for name, _, cls in self._whos}
 

@@ -116,7 +116,8 @@ class Mat73File(MatrixFile):
             size, note = self._empty_size(obj)
             return VariableInfo(name, size, cls, note)
         problem = storage_problem(obj)
-        return VariableInfo(name, tuple(reversed(obj.shape)), cls, f"{problem}; not read" if problem else "")
+        size = None if obj.shape is None else tuple(reversed(obj.shape))  # None: a null dataspace
+        return VariableInfo(name, size, cls, f"{problem}; not read" if problem else "")
 
     def _group_size(self, group: Any, cls: str) -> tuple[int, ...]:
         """MATLAB size of a variable stored as an HDF5 group, as `whos` gives it (from the members
