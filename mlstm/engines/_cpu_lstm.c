@@ -915,12 +915,18 @@ DEFINE_PARALLEL(f64, double, dgemm_fn, 1)
 #endif
 #define BACKOFF_MIN_NS 2000000L   /* 2 ms */
 #define BACKOFF_MAX_NS 128000000L /* 128 ms */
-/* A slice over twice its fastest and this much more: the thread was descheduled. (Relative to the
- * slice, not an absolute bound: the bound of 4 min(fastest, 200 us) + 200 us it replaced took every
- * slice over 1 ms for a deschedule, so at (C,H,B,T) = (256,512,64,128) float32 on an AMD EPYC Zen 3
- * (AVX2, 1.3 ms slices) a thread stood aside at every step and the split ran 2x slower than the
- * batch split; on AVX-512 machines the same slices were under 1 ms.) */
-#define DESCHEDULED_NS 200000L
+/* A slice of this thread's own over twice its fastest and this much more: the thread was
+ * descheduled (a time slice of another process on its core is milliseconds). Two bounds it replaced
+ * stood threads aside far too often on an AMD EPYC Zen 3 (AVX2, 2 vCPUs; benchmarks/RESULTS.md):
+ * 4 min(fastest, 200 us) + 200 us took every slice over 1 ms for a deschedule (at (C,H,B,T) =
+ * (256,512,64,128) float32 slices take 1.3 ms: a stand-aside at every step, 398-450 ms a run
+ * against 222-256 now); 2 fastest + 200 us still fired on the virtual machine's sub-millisecond
+ * hiccups, and each stand-aside costs 2 ms or more of one thread doing both slices ((40,64,256,1000):
+ * 227-292 ms against 215-229). Beside a busy process the split kept within 1.06-1.09x of one
+ * thread (1.01-1.06x with the old bound). A slice of another thread's (its part of R cold in
+ * this core's cache) and the first slice after standing aside (maybe on another core) are not
+ * judged. */
+#define DESCHEDULED_NS 1000000L
 
 /* Whether a slice that took ``took`` ns, where this thread's fastest slice so far took
  * ``fastest`` (LONG_MAX: none yet), says the thread was descheduled (exported for the tests). */
@@ -1100,6 +1106,7 @@ static void wait_for_step(mlstm_steps *s, long t) {
         if (job->own > 0) release_place(u->places); /* a started thread (the caller works slice 0) */     \
         if (u->set_threads) u->set_threads(1); /* the BLAS at one thread: these threads are the parallelism */ \
         long fastest = LONG_MAX;                                                                            \
+        int judge = 1; /* whether this thread's next own slice may say it was descheduled */               \
         for (;;) {                                                                                          \
             const long t = __atomic_load_n(&s->step, __ATOMIC_ACQUIRE);                                     \
             if (t >= s->T) return NULL;                                                                     \
@@ -1109,10 +1116,15 @@ static void wait_for_step(mlstm_steps *s, long t) {
                 if (!claim_slice(s, k, t)) continue;                                                        \
                 const long took = NAME##_unit_slice(u, k, t);                                               \
                 slice_done(s, t);                                                                           \
-                if (mlstm_slice_was_descheduled(took, fastest)) descheduled = 1;                            \
+                if (k != job->own) continue; /* another's slice, its part of R cold here: not a measure */ \
+                if (judge && mlstm_slice_was_descheduled(took, fastest)) descheduled = 1;                   \
+                judge = 1;                                                                                  \
                 if (took < fastest) fastest = took;                                                         \
             }                                                                                               \
-            if (descheduled) stand_aside(s);                                                                \
+            if (descheduled) {                                                                              \
+                stand_aside(s);                                                                             \
+                judge = 0; /* back from standing aside (maybe on another core): its first slice is cold */ \
+            }                                                                                               \
             wait_for_step(s, t);                                                                            \
         }                                                                                                   \
     }                                                                                                       \
