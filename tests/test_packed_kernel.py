@@ -141,7 +141,7 @@ def test_engine_with_each_packed_variant_against_reference(isa):
         assert err <= 1.0, (key, err)
 
 
-# The cell pass (the AVX-512 one where the kernel is AVX-512, else the generic one) on pre-activations
+# The cell pass (the AVX-512 or AVX2 one where the kernel is, else the generic one) on pre-activations
 # and cell states that are IEEE specials or far out (hard-sigmoid at exactly ±2.5 among them, where
 # an FMA-contracted 0.2·x + 0.5 gave -7e-9 instead of 0 and so -Inf instead of NaN against g = Inf):
 # z comes from the bias alone (W, R, X and H0

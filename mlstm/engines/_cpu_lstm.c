@@ -540,12 +540,124 @@ T512 static void avx512_f32_cells(float *z, float *c, float *h, long B, long H, 
 }
 #endif
 
-/* The cell pass the loops call: the AVX-512 one where the packed kernel is AVX-512 (the same
+/* ---------------------------------------------------------------- the cell pass, AVX2 (float) */
+
+/* The AVX-512 pass's design for CPUs whose packed kernel is the AVX2 one (AMD Zen 2/3, Intel
+ * without AVX-512): eight lanes, the tail one masked vector (vmaskmovps). exp is exp_f op for op,
+ * 2^k applied as its two exact factors (AVX2 has no vscalefps). The generic pass, which GCC
+ * vectorises here too, took 8.7-9.0 ns per cell (sigmoid/tanh) on the AMD EPYC Zen 3 of
+ * benchmarks/RESULTS.md, at B,H = 16,128 / 128,64 / 32,512 (C harness, fastest of 3000 calls). */
+#ifdef MLSTM_X86_KERNELS
+#define S256(x) _mm256_set1_ps(x)
+T256 static inline __attribute__((always_inline)) __m256 pow2i256(__m256i k) { /* 2^k, k in [-126, 127] */
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
+}
+T256 static inline __attribute__((always_inline)) __m256 exp256(__m256 x) { /* exp_f */
+    __m256 xc = _mm256_min_ps(S256(89.0f), x); /* min/max(constant, x) return x when x is NaN */
+    xc = _mm256_max_ps(S256(-104.0f), xc);
+    const __m256 kd = _mm256_fmadd_ps(xc, S256(1.44269504088896341f), S256(12582912.0f));
+    const __m256 n = _mm256_sub_ps(kd, S256(12582912.0f));
+    const __m256i k = _mm256_sub_epi32(_mm256_castps_si256(kd), _mm256_set1_epi32(0x4B400000));
+    const __m256i k1 = _mm256_srai_epi32(k, 1);
+    __m256 r = _mm256_fnmadd_ps(n, S256(0.693359375f), xc);
+    r = _mm256_fnmadd_ps(n, S256(-2.12194440e-4f), r);
+    __m256 p = S256(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, S256(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, S256(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, S256(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, S256(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, S256(0.5f));
+    p = _mm256_fmadd_ps(p, r, S256(1.0f));
+    p = _mm256_fmadd_ps(p, r, S256(1.0f));
+    return _mm256_mul_ps(_mm256_mul_ps(p, pow2i256(k1)), pow2i256(_mm256_sub_epi32(k, k1)));
+}
+T256 static inline __attribute__((always_inline)) __m256 abs256(__m256 x) {
+    return _mm256_andnot_ps(S256(-0.0f), x);
+}
+T256 static inline __attribute__((always_inline)) __m256 tanh256(__m256 x) { /* tanh_f */
+    const __m256 a = abs256(x), z = _mm256_mul_ps(a, a);
+    __m256 s = S256(0.003592128036572481f);
+    s = _mm256_fmsub_ps(s, z, S256(0.008863235529902197f));
+    s = _mm256_fmadd_ps(s, z, S256(0.021869488536155203f));
+    s = _mm256_fmsub_ps(s, z, S256(0.05396825396825397f));
+    s = _mm256_fmadd_ps(s, z, S256(0.13333333333333333f));
+    s = _mm256_fmsub_ps(s, z, S256(0.3333333333333333f));
+    s = _mm256_fmadd_ps(_mm256_mul_ps(a, z), s, a);
+    const __m256 t = exp256(_mm256_mul_ps(S256(-2.0f), a));
+    const __m256 big = _mm256_div_ps(_mm256_sub_ps(S256(1.0f), t), _mm256_add_ps(S256(1.0f), t));
+    const __m256 r = _mm256_blendv_ps(big, s, _mm256_cmp_ps(a, S256(0.3f), _CMP_LT_OQ));
+    return _mm256_or_ps(abs256(r), _mm256_and_ps(S256(-0.0f), x));
+}
+T256 static inline __attribute__((always_inline)) __m256 gate256(__m256 x, const int gate) { /* f32_gate */
+    if (gate == 0) return _mm256_div_ps(S256(1.0f), _mm256_add_ps(S256(1.0f), exp256(_mm256_xor_ps(x, S256(-0.0f)))));
+    __m256 y = _mm256_max_ps(_mm256_setzero_ps(), _mm256_fmadd_ps(S256(0.2f), x, S256(0.5f)));
+    y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, S256(-2.5f), _CMP_LT_OQ));
+    return _mm256_blendv_ps(y, S256(1.0f), _mm256_cmp_ps(x, S256(2.5f), _CMP_GT_OQ));
+}
+T256 static inline __attribute__((always_inline)) __m256 state256(__m256 x, const int state) { /* f32_state */
+    if (state == 0) return tanh256(x);
+    if (state == 1) return _mm256_div_ps(x, _mm256_add_ps(S256(1.0f), abs256(x)));
+    return _mm256_and_ps(x, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NLE_UQ)); /* relu; NaN stays */
+}
+T256 static inline __attribute__((always_inline)) __m256i tail_mask256(long left) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < 8 ? left : 8)), lanes);
+}
+/* Full vectors by plain loads and stores, the tail (H mod 8 units) by vmaskmovps, which is slow on
+ * AMD (a masked store is microcoded on Zen 2 and 3): FULL is a constant in each specialisation. */
+T256 static inline __attribute__((always_inline)) __m256 load256(const float *p, __m256i m, const int full) {
+    return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+}
+T256 static inline __attribute__((always_inline)) void store256(float *p, __m256i m, __m256 v, const int full) {
+    if (full)
+        _mm256_storeu_ps(p, v);
+    else
+        _mm256_maskstore_ps(p, m, v);
+}
+T256 static inline __attribute__((always_inline)) void avx2_f32_cells_span(
+    float *restrict zi, float *restrict zf, float *restrict zg, float *restrict zo, float *restrict cb,
+    float *restrict hb, long j, __m256i m, const int gate, const int state, const int full) {
+    const __m256 i = gate256(load256(zi + j, m, full), gate), f = gate256(load256(zf + j, m, full), gate);
+    const __m256 o = gate256(load256(zo + j, m, full), gate), g = state256(load256(zg + j, m, full), state);
+    const __m256 cell = _mm256_fmadd_ps(f, load256(cb + j, m, full), _mm256_mul_ps(i, g));
+    store256(cb + j, m, cell, full);
+    store256(hb + j, m, _mm256_mul_ps(o, state256(cell, state)), full);
+}
+T256 static inline __attribute__((always_inline)) void avx2_f32_cells_impl(
+    float *restrict z, float *restrict c, float *restrict h, long B, long H, const int gate, const int state) {
+    const long full = H - H % 8;
+    const __m256i tail = tail_mask256(H - full);
+    for (long b = 0; b < B; ++b) {
+        float *restrict zi = z + b * 4 * H, *restrict zf = zi + H, *restrict zg = zi + 2 * H,
+                        *restrict zo = zi + 3 * H;
+        float *restrict cb = c + b * H, *restrict hb = h + b * H;
+        for (long j = 0; j < full; j += 8) avx2_f32_cells_span(zi, zf, zg, zo, cb, hb, j, tail, gate, state, 1);
+        if (full < H) avx2_f32_cells_span(zi, zf, zg, zo, cb, hb, full, tail, gate, state, 0);
+    }
+}
+T256 static void avx2_f32_cells(float *z, float *c, float *h, long B, long H, int gate, int state) {
+    switch (gate * 3 + state) {
+        case 0: avx2_f32_cells_impl(z, c, h, B, H, 0, 0); break;
+        case 1: avx2_f32_cells_impl(z, c, h, B, H, 0, 1); break;
+        case 2: avx2_f32_cells_impl(z, c, h, B, H, 0, 2); break;
+        case 3: avx2_f32_cells_impl(z, c, h, B, H, 1, 0); break;
+        case 4: avx2_f32_cells_impl(z, c, h, B, H, 1, 1); break;
+        default: avx2_f32_cells_impl(z, c, h, B, H, 1, 2); break;
+    }
+}
+#endif
+
+/* The cell pass the loops call: the AVX-512 or AVX2 one where the packed kernel is (the same
  * run-time choice, MLSTM_PACKED_ISA included), else the generic one (target_clones). */
 static void f32_cells(float *z, float *c, float *h, long B, long H, int gate, int state) {
 #ifdef MLSTM_X86_KERNELS
-    if (packed_kernel_for(0).nr == 64) {
+    const long nr = packed_kernel_for(0).nr;
+    if (nr == 64) {
         avx512_f32_cells(z, c, h, B, H, gate, state);
+        return;
+    }
+    if (nr == 16) {
+        avx2_f32_cells(z, c, h, B, H, gate, state);
         return;
     }
 #endif
