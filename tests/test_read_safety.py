@@ -115,6 +115,25 @@ def test_a_null_dataspace_is_named_in_run_and_info(tmp_path, problem, container,
     assert "null dataspace" in listed[role]["note"] and listed[role]["size"] is None
 
 
+def test_a_null_dataspace_in_a_mat73_empty_marker_or_a_struct_field(tmp_path, problem):
+    """Two places of MAT v7.3 that read a dataset's size before its data: a MATLAB_empty size
+    vector and a struct array's reference field. A null dataspace there is named, not a crash."""
+    infile = write_mat73(tmp_path / "in.mat", dict(problem, DataFormat="CBT"))
+    with h5py.File(infile, "r+") as f:
+        del f["H0"]
+        ds = f.create_dataset("H0", shape=None, dtype="u8")
+        ds.attrs["MATLAB_class"] = np.bytes_("double")
+        ds.attrs["MATLAB_empty"] = np.uint8(1)
+        group = f.create_group("s")
+        group.attrs["MATLAB_class"] = np.bytes_("struct")
+        group.create_dataset("a", shape=None, dtype=h5py.ref_dtype)
+    info = run_mlstm("info", infile, "--json")
+    assert info.returncode == 0, info.stderr
+    listed = json.loads(info.stdout)["variables"]
+    assert "null dataspace" in listed["H0"]["note"] and listed["s"]["class"] == "struct"
+    assert_one_line_error(run_mlstm("run", infile, "-o", tmp_path / "o.mat"), "variable 'H0'", "null dataspace")
+
+
 def test_external_links_are_refused_not_followed(tmp_path, problem):
     other = write_plain(tmp_path / "other.h5", {"X": problem["X"], "grp/X": problem["X"]})
     infile = write_mat73(tmp_path / "in.mat", dict(problem, DataFormat="CBT"))

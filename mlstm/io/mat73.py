@@ -87,6 +87,8 @@ class Mat73File(MatrixFile):
     def _empty_size(self, obj: Any) -> tuple[tuple[int, ...] | None, str]:
         """(MATLAB size, "") of a MATLAB_empty dataset, or (None, what is wrong): the size vector is
         checked from its metadata (a short integer vector, in the file) before it is read."""
+        if obj.shape is None:  # a null dataspace: not even the size vector is there
+            return None, f"{storage_problem(obj)}; not read"
         count = int(obj.size)
         if obj.dtype.kind not in "iu" or obj.ndim > 2 or count > _MAX_EMPTY_DIMS:
             shape = "x".join(str(d) for d in reversed(obj.shape)) or "scalar"
@@ -136,7 +138,11 @@ class Mat73File(MatrixFile):
             cls == "struct"
             and fields
             and all(
-                isinstance(f, h5py.Dataset) and f.dtype.kind == "O" and "MATLAB_class" not in f.attrs for f in fields
+                isinstance(f, h5py.Dataset)
+                and f.shape is not None  # a null dataspace has no shape to give
+                and f.dtype.kind == "O"
+                and "MATLAB_class" not in f.attrs
+                for f in fields
             )
         ):
             return tuple(reversed(fields[0].shape))
