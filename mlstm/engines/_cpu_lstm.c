@@ -143,6 +143,19 @@ MLSTM_INLINE double tanh_d(double x) {
 
 /* ---------------------------------------------------------------- single */
 
+/* exp_f's and tanh_f's constants, shared with the AVX-512 and AVX2 passes (which compute the
+ * same arithmetic op for op): one definition, so the three cannot drift apart. */
+#define EXPF_LOG2E 1.44269504088896341f
+#define EXPF_SHIFT 12582912.0f /* 1.5 * 2^23 */
+#define EXPF_LN2_HI 0.693359375f
+#define EXPF_LN2_LO (-2.12194440e-4f)
+#define TANHF_S5 0.003592128036572481f /* |x| < 0.3: odd Taylor series to x^15, highest term first */
+#define TANHF_S4 0.008863235529902197f
+#define TANHF_S3 0.021869488536155203f
+#define TANHF_S2 0.05396825396825397f
+#define TANHF_S1 0.13333333333333333f
+#define TANHF_S0 0.3333333333333333f
+
 MLSTM_INLINE float pow2i_f(int32_t k) { /* 2^k, k in [-126, 127] */
     int32_t bits = (k + 127) << 23;
     float s;
@@ -153,13 +166,13 @@ MLSTM_INLINE float pow2i_f(int32_t k) { /* 2^k, k in [-126, 127] */
 MLSTM_INLINE float exp_f(float x) {
     float xc = x > 89.0f ? 89.0f : x;
     xc = xc < -104.0f ? -104.0f : xc;
-    const float kd = xc * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23 */
-    const float n = kd - 12582912.0f;
+    const float kd = xc * EXPF_LOG2E + EXPF_SHIFT; /* 1.5 * 2^23 */
+    const float n = kd - EXPF_SHIFT;
     int32_t ki;
     memcpy(&ki, &kd, sizeof ki);
     const int32_t k = ki - 0x4B400000, k1 = k >> 1;
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
+    float r = xc - n * EXPF_LN2_HI;
+    r = r - n * EXPF_LN2_LO;
     float p = 1.0f / 5040.0f; /* Taylor to r^7 */
     p = p * r + 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
@@ -174,12 +187,12 @@ MLSTM_INLINE float exp_f(float x) {
 MLSTM_INLINE float tanh_f(float x) {
     const float a = fabsf(x);
     const float z = a * a;
-    float s = 0.003592128036572481f; /* |x| < 0.3: odd Taylor series to x^15 */
-    s = s * z - 0.008863235529902197f;
-    s = s * z + 0.021869488536155203f;
-    s = s * z - 0.05396825396825397f;
-    s = s * z + 0.13333333333333333f;
-    s = s * z - 0.3333333333333333f;
+    float s = TANHF_S5; /* |x| < 0.3: odd Taylor series to x^15 */
+    s = s * z - TANHF_S4;
+    s = s * z + TANHF_S3;
+    s = s * z - TANHF_S2;
+    s = s * z + TANHF_S1;
+    s = s * z - TANHF_S0;
     s = a + a * z * s;
     const float t = exp_f(-2.0f * a);
     const float big = (1.0f - t) / (1.0f + t);
@@ -448,10 +461,10 @@ DEFINE_PACK_ROWS(f64, double, 1)
 T512 static inline __attribute__((always_inline)) __m512 exp512(__m512 x) {
     __m512 xc = _mm512_min_ps(S512(89.0f), x); /* min/max(constant, x) return x when x is NaN */
     xc = _mm512_max_ps(S512(-104.0f), xc);
-    const __m512 kd = _mm512_fmadd_ps(xc, S512(1.44269504088896341f), S512(12582912.0f));
-    const __m512 n = _mm512_sub_ps(kd, S512(12582912.0f));
-    __m512 r = _mm512_fnmadd_ps(n, S512(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(n, S512(-2.12194440e-4f), r);
+    const __m512 kd = _mm512_fmadd_ps(xc, S512(EXPF_LOG2E), S512(EXPF_SHIFT));
+    const __m512 n = _mm512_sub_ps(kd, S512(EXPF_SHIFT));
+    __m512 r = _mm512_fnmadd_ps(n, S512(EXPF_LN2_HI), xc);
+    r = _mm512_fnmadd_ps(n, S512(EXPF_LN2_LO), r);
     __m512 p = S512(1.0f / 5040.0f);
     p = _mm512_fmadd_ps(p, r, S512(1.0f / 720.0f));
     p = _mm512_fmadd_ps(p, r, S512(1.0f / 120.0f));
@@ -473,12 +486,12 @@ T512 static inline __attribute__((always_inline)) __m512 or512(__m512 a, __m512 
 }
 T512 static inline __attribute__((always_inline)) __m512 tanh512(__m512 x) { /* tanh_f */
     const __m512 a = abs512(x), z = _mm512_mul_ps(a, a);
-    __m512 s = S512(0.003592128036572481f);
-    s = _mm512_fmsub_ps(s, z, S512(0.008863235529902197f));
-    s = _mm512_fmadd_ps(s, z, S512(0.021869488536155203f));
-    s = _mm512_fmsub_ps(s, z, S512(0.05396825396825397f));
-    s = _mm512_fmadd_ps(s, z, S512(0.13333333333333333f));
-    s = _mm512_fmsub_ps(s, z, S512(0.3333333333333333f));
+    __m512 s = S512(TANHF_S5);
+    s = _mm512_fmsub_ps(s, z, S512(TANHF_S4));
+    s = _mm512_fmadd_ps(s, z, S512(TANHF_S3));
+    s = _mm512_fmsub_ps(s, z, S512(TANHF_S2));
+    s = _mm512_fmadd_ps(s, z, S512(TANHF_S1));
+    s = _mm512_fmsub_ps(s, z, S512(TANHF_S0));
     s = _mm512_fmadd_ps(_mm512_mul_ps(a, z), s, a);
     const __m512 t = exp512(_mm512_mul_ps(S512(-2.0f), a));
     const __m512 big = _mm512_div_ps(_mm512_sub_ps(S512(1.0f), t), _mm512_add_ps(S512(1.0f), t));
@@ -555,12 +568,12 @@ T256 static inline __attribute__((always_inline)) __m256 pow2i256(__m256i k) { /
 T256 static inline __attribute__((always_inline)) __m256 exp256(__m256 x) { /* exp_f */
     __m256 xc = _mm256_min_ps(S256(89.0f), x); /* min/max(constant, x) return x when x is NaN */
     xc = _mm256_max_ps(S256(-104.0f), xc);
-    const __m256 kd = _mm256_fmadd_ps(xc, S256(1.44269504088896341f), S256(12582912.0f));
-    const __m256 n = _mm256_sub_ps(kd, S256(12582912.0f));
+    const __m256 kd = _mm256_fmadd_ps(xc, S256(EXPF_LOG2E), S256(EXPF_SHIFT));
+    const __m256 n = _mm256_sub_ps(kd, S256(EXPF_SHIFT));
     const __m256i k = _mm256_sub_epi32(_mm256_castps_si256(kd), _mm256_set1_epi32(0x4B400000));
     const __m256i k1 = _mm256_srai_epi32(k, 1);
-    __m256 r = _mm256_fnmadd_ps(n, S256(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(n, S256(-2.12194440e-4f), r);
+    __m256 r = _mm256_fnmadd_ps(n, S256(EXPF_LN2_HI), xc);
+    r = _mm256_fnmadd_ps(n, S256(EXPF_LN2_LO), r);
     __m256 p = S256(1.0f / 5040.0f);
     p = _mm256_fmadd_ps(p, r, S256(1.0f / 720.0f));
     p = _mm256_fmadd_ps(p, r, S256(1.0f / 120.0f));
@@ -576,12 +589,12 @@ T256 static inline __attribute__((always_inline)) __m256 abs256(__m256 x) {
 }
 T256 static inline __attribute__((always_inline)) __m256 tanh256(__m256 x) { /* tanh_f */
     const __m256 a = abs256(x), z = _mm256_mul_ps(a, a);
-    __m256 s = S256(0.003592128036572481f);
-    s = _mm256_fmsub_ps(s, z, S256(0.008863235529902197f));
-    s = _mm256_fmadd_ps(s, z, S256(0.021869488536155203f));
-    s = _mm256_fmsub_ps(s, z, S256(0.05396825396825397f));
-    s = _mm256_fmadd_ps(s, z, S256(0.13333333333333333f));
-    s = _mm256_fmsub_ps(s, z, S256(0.3333333333333333f));
+    __m256 s = S256(TANHF_S5);
+    s = _mm256_fmsub_ps(s, z, S256(TANHF_S4));
+    s = _mm256_fmadd_ps(s, z, S256(TANHF_S3));
+    s = _mm256_fmsub_ps(s, z, S256(TANHF_S2));
+    s = _mm256_fmadd_ps(s, z, S256(TANHF_S1));
+    s = _mm256_fmsub_ps(s, z, S256(TANHF_S0));
     s = _mm256_fmadd_ps(_mm256_mul_ps(a, z), s, a);
     const __m256 t = exp256(_mm256_mul_ps(S256(-2.0f), a));
     const __m256 big = _mm256_div_ps(_mm256_sub_ps(S256(1.0f), t), _mm256_add_ps(S256(1.0f), t));
