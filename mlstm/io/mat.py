@@ -99,6 +99,9 @@ def list_mat5_variables(stream: Any) -> list[tuple[str, tuple[int, ...], str]]:
     return out
 
 
+MI_COMPRESSED = 15  # the MAT v5 data type of a zlib-compressed element (scipy's miCOMPRESSED)
+
+
 def mat5_truncation(stream: Any) -> str | None:
     """Where a MAT v5/v7 file's top-level data elements run past its end, or None. whosmat reads
     only each variable's header (the start of a compressed element), so a file cut inside its
@@ -119,7 +122,9 @@ def mat5_truncation(stream: Any) -> str | None:
         end = position + 8 if first >> 16 else position + 8 + nbytes
         if end > size:
             return f"its data element {element} (at byte {position}) needs {end - size} more bytes than the file has"
-        position = end if first >> 16 or first == 15 else position + 8 + (nbytes + 7) // 8 * 8
+        # a small element, or a compressed one (miCOMPRESSED, 15: not padded), ends where it ends;
+        # any other is padded to 8 bytes
+        position = end if first >> 16 or first == MI_COMPRESSED else position + 8 + (nbytes + 7) // 8 * 8
     return None
 
 
