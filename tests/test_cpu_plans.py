@@ -421,3 +421,42 @@ def test_the_kernel_reported_is_the_one_the_loop_ran(monkeypatch):
         with pytest.raises(MlstmError, match=f"{name}: expected one of .*found '{value}'"):
             run(eng, p)
         monkeypatch.delenv(name)
+
+
+def test_close_contenders_get_more_trials_before_one_is_chosen():
+    """On the Intel Xeon of benchmarks/RESULTS.md (family 6 model 167) the unit split's 10 ms
+    trials at (C,H,B,T) = (256,512,64,128) float32 ranged 830-1300 µs/step against 700 in whole
+    runs (a stall of a 4 ms scheduler tick at a barrier is +40% of a trial): one run in ten chose
+    the batch split, 13% slower. So the two fastest, when within PLAYOFF_WITHIN of each other, get
+    PLAYOFF_TRIALS more trials each, the BLAS-threaded plan's after the other's."""
+    plans = cpu_plans.candidates(batch=64, hidden=512, cores=2, max_unit_threads=64, blas_threads=2)
+    results = {
+        ("single", 1): [1.6],
+        ("serial", 1): [1.4],
+        ("batch", 2): [1.0],
+        ("units", 2): [1.2, 1.25, 1.15, 0.9],  # unlucky in every round, then its real speed
+    }
+    calls = []
+
+    def run_one(plan, budget):
+        key = (plan.kind, plan.threads)
+        calls.append(key)
+        queue = results[key]
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    chosen = cpu_plans.measure(plans, run_one, steps=10)
+    assert (chosen.kind, chosen.threads) == ("units", 2), chosen.timings
+    assert calls.count(("units", 2)) == cpu_plans.TRIAL_ROUNDS + cpu_plans.PLAYOFF_TRIALS
+    assert calls.count(("batch", 2)) == cpu_plans.TRIAL_ROUNDS + cpu_plans.PLAYOFF_TRIALS
+    assert calls.count(("single", 1)) == cpu_plans.ALL_ROUNDS  # far behind: no more trials
+    # the BLAS-threaded plan in the playoff: its trials after the other's (its threads linger)
+    results = {("single", 1): [1.6], ("serial", 1): [1.05], ("batch", 2): [1.0], ("units", 2): [1.5]}
+    calls.clear()
+    cpu_plans.measure(plans, run_one, steps=10)
+    tail = calls[-2 * cpu_plans.PLAYOFF_TRIALS :]
+    assert tail == [("batch", 2)] * cpu_plans.PLAYOFF_TRIALS + [("serial", 1)] * cpu_plans.PLAYOFF_TRIALS
+    # far apart: no playoff
+    results = {("single", 1): [1.6], ("serial", 1): [1.4], ("batch", 2): [1.0], ("units", 2): [2.0]}
+    calls.clear()
+    cpu_plans.measure(plans, run_one, steps=10)
+    assert calls.count(("batch", 2)) == cpu_plans.TRIAL_ROUNDS

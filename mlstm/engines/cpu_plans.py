@@ -67,6 +67,12 @@ RETRY_WITHIN = 1.5  # plans slower than this many times the fastest are not time
 # one vCPU give 0.5; the unit split's barriers block, so unstarved it got 0.66-0.97 on the AMD EPYC)
 STARVED_SHARE = 0.6
 STARVED_RETRIES = 2  # ... and its plan is tried again this many times more, after every other trial
+# The two fastest, when this close after the rounds, get more trials each: on the Intel Xeon of
+# benchmarks/RESULTS.md a unit split's 10 ms trials ranged 830-1300 µs/step against 700 in whole
+# runs (one 4 ms scheduler tick stalled at a barrier is +40% of a trial), and one measurement in
+# ten kept the batch split, 13% slower than the unit split there.
+PLAYOFF_WITHIN = 1.25
+PLAYOFF_TRIALS = 2
 # Version 2: plans measured with the packed recurrent kernel (version 1's were measured with the
 # BLAS's gemm for every product: stale, replaced). Version 3: with the threads placed at start
 # (thread_placement), which made the splits up to 1.5x faster on the AMD EPYC: older plans judged
@@ -362,7 +368,8 @@ def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | Non
     again. (The first round also warms the cores up: on a virtual machine whose second core was
     idle, threaded plans ran at half speed for the first ~0.1 s.) A plan whose best trial was
     :class:`Starved` (and that is not hopeless) is tried up to STARVED_RETRIES times more, after
-    every other trial: later, when a core that was away for a moment may be back.
+    every other trial: later, when a core that was away for a moment may be back. Last, the two
+    fastest, if within PLAYOFF_WITHIN of each other, get PLAYOFF_TRIALS more trials each.
     """
     best = [math.inf] * len(plans)
     # The BLAS's own threads spin for a while (OpenBLAS: ~0.1 s) after each threaded call, taking
@@ -387,6 +394,14 @@ def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | Non
         for i in range(len(plans)):
             if starved[i] and best[i] <= min(best) * CUT_OFF:
                 attempt(i)
+    ranked = sorted((t, i) for i, t in enumerate(best) if not math.isinf(t))
+    if len(ranked) >= 2 and ranked[1][0] <= ranked[0][0] * PLAYOFF_WITHIN:
+        contenders = [i for _, i in ranked[:2]]
+        # the BLAS-threaded plan's trials after the other's, as above
+        playoff = [i for _ in range(PLAYOFF_TRIALS) for i in contenders if plans[i].kind != "serial"]
+        playoff += [i for i in contenders if plans[i].kind == "serial"] * PLAYOFF_TRIALS
+        for i in playoff:
+            attempt(i)
     fastest = min(best)
     if math.isinf(fastest):
         return Plan("serial", 1, "measured", "no candidate ran")
