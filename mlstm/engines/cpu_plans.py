@@ -70,7 +70,7 @@ STARVED_RETRIES = 2  # ... and its plan is tried again this many times more, aft
 # The two fastest, when this close after the rounds, get more trials each: on the Intel Xeon of
 # benchmarks/RESULTS.md a unit split's 10 ms trials ranged 830-1300 µs/step against 700 in whole
 # runs (one 4 ms scheduler tick stalled at a barrier is +40% of a trial), and one measurement in
-# ten kept the batch split, 13% slower than the unit split there.
+# ten kept the batch split, 5-14% slower than the unit split there.
 PLAYOFF_WITHIN = 1.25
 PLAYOFF_TRIALS = 2
 # Version 2: plans measured with the packed recurrent kernel (version 1's were measured with the
