@@ -67,7 +67,7 @@ RETRY_WITHIN = 1.5  # plans slower than this many times the fastest are not time
 # one vCPU give 0.5; the unit split's barriers block, so unstarved it got 0.66-0.97 on the AMD EPYC)
 STARVED_SHARE = 0.6
 STARVED_RETRIES = 2  # ... and its plan is tried again this many times more, after every other trial
-# The two fastest, when this close after the rounds, get more trials each: on the Intel Xeon of
+# Plans this close to the fastest after the rounds get more trials each: on the Intel Xeon of
 # benchmarks/RESULTS.md a unit split's 10 ms trials ranged 830-1300 µs/step against 700 in whole
 # runs (one 4 ms scheduler tick stalled at a barrier is +40% of a trial), and one measurement in
 # ten kept the batch split, 5-14% slower than the unit split there.
@@ -368,8 +368,10 @@ def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | Non
     again. (The first round also warms the cores up: on a virtual machine whose second core was
     idle, threaded plans ran at half speed for the first ~0.1 s.) A plan whose best trial was
     :class:`Starved` (and that is not hopeless) is tried up to STARVED_RETRIES times more, after
-    every other trial: later, when a core that was away for a moment may be back. Last, the two
-    fastest, if within PLAYOFF_WITHIN of each other, get PLAYOFF_TRIALS more trials each.
+    every other trial: later, when a core that was away for a moment may be back. Plans within
+    PLAYOFF_WITHIN of the fastest, when there are two or more, get PLAYOFF_TRIALS more trials
+    each: those of our own threads close to each other right after their rounds (before the
+    BLAS's), the others last.
     """
     best = [math.inf] * len(plans)
     # The BLAS's own threads spin for a while (OpenBLAS: ~0.1 s) after each threaded call, taking
@@ -386,22 +388,34 @@ def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | Non
         if seconds is not None and seconds < best[i]:
             best[i], starved[i] = seconds, isinstance(seconds, Starved)
 
-    for round_, i in schedule:
-        if round_ >= ALL_ROUNDS and best[i] > min(best) * RETRY_WITHIN:
-            continue
-        attempt(i)
+    def close(pool: list[int]) -> list[int]:  # the plans of pool within PLAYOFF_WITHIN of its fastest
+        fastest = min((best[i] for i in pool), default=math.inf)
+        return [i for i in pool if not math.isinf(best[i]) and best[i] <= fastest * PLAYOFF_WITHIN]
+
+    def playoff(contenders: list[int]) -> None:  # the BLAS-threaded plan's trials last, as above
+        threaded = [i for i in contenders if plans[i].kind != "serial"]
+        for i in [i for _ in range(PLAYOFF_TRIALS) for i in threaded]:
+            attempt(i)
+        for i in [i for i in contenders if plans[i].kind == "serial"] * PLAYOFF_TRIALS:
+            attempt(i)
+
+    def rounds(part: list[tuple[int, int]]) -> None:
+        for round_, i in part:
+            if round_ >= ALL_ROUNDS and best[i] > min(best) * RETRY_WITHIN:
+                continue
+            attempt(i)
+
+    rounds(schedule[: len(own) * TRIAL_ROUNDS])
+    played = close(own) if len(close(own)) >= 2 else []
+    playoff(played)  # our own threads' close plans: now, before the BLAS's threads linger
+    rounds(schedule[len(own) * TRIAL_ROUNDS :])
     for _ in range(STARVED_RETRIES):
         for i in range(len(plans)):
             if starved[i] and best[i] <= min(best) * CUT_OFF:
                 attempt(i)
-    ranked = sorted((t, i) for i, t in enumerate(best) if not math.isinf(t))
-    if len(ranked) >= 2 and ranked[1][0] <= ranked[0][0] * PLAYOFF_WITHIN:
-        contenders = [i for _, i in ranked[:2]]
-        # the BLAS-threaded plan's trials after the other's, as above
-        playoff = [i for _ in range(PLAYOFF_TRIALS) for i in contenders if plans[i].kind != "serial"]
-        playoff += [i for i in contenders if plans[i].kind == "serial"] * PLAYOFF_TRIALS
-        for i in playoff:
-            attempt(i)
+    contenders = close(list(range(len(plans))))
+    if len(contenders) >= 2:
+        playoff([i for i in contenders if i not in played])
     fastest = min(best)
     if math.isinf(fastest):
         return Plan("serial", 1, "measured", "no candidate ran")
