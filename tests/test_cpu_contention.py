@@ -77,3 +77,46 @@ def test_a_long_slice_is_not_taken_for_a_deschedule():
     assert not descheduled(30 * us, 20 * us) and not descheduled(900 * us, 20 * us)  # a hiccup
     assert descheduled(3000 * us, 20 * us)  # a short slice held up by a time slice elsewhere
     assert not descheduled(10**9, none_yet)  # the first slice of a thread sets its fastest
+
+
+def _policy():
+    import ctypes
+    import importlib.util
+
+    if importlib.util.find_spec("mlstm.engines._cpu_lstm") is None:
+        pytest.skip("the compiled loop is not built")
+    from mlstm.engines import _cpu_lstm
+
+    lib = ctypes.CDLL(_cpu_lstm.__file__)
+    for name, restype in (("mlstm_next_backoff", ctypes.c_long), ("mlstm_begins_aside", ctypes.c_int)):
+        getattr(lib, name).argtypes = [ctypes.c_long] * 3
+        getattr(lib, name).restype = restype
+    return lib.mlstm_next_backoff, lib.mlstm_begins_aside
+
+
+def test_the_backoff_doubles_while_deschedules_come_close_together():
+    """A thread that was descheduled stands aside 2 ms, twice as long each time it happens again
+    soon after the last backoff ended (within 8 backoffs or 100 ms: beside a busy core on the
+    Intel Xeon of benchmarks/RESULTS.md a deschedule came once a 29 ms run, ~55 ms apart, which
+    the 8-backoff window alone, 16 ms, always reset), up to 128 ms; later than that, 2 ms again."""
+    next_backoff, _ = _policy()
+    ms = 1_000_000
+    assert next_backoff(0, 0, 5 * ms) == 2 * ms  # the first
+    assert next_backoff(2 * ms, 10 * ms, 65 * ms) == 4 * ms  # 55 ms after a 2 ms backoff: again soon
+    assert next_backoff(2 * ms, 10 * ms, 120 * ms) == 2 * ms  # 110 ms later: a new start
+    assert next_backoff(64 * ms, 0, 500 * ms) == 128 * ms  # within 8 backoffs of a long one
+    assert next_backoff(128 * ms, 0, 10 * ms) == 128 * ms  # no longer than 128 ms
+    assert next_backoff(64 * ms, 0, 600 * ms) == 2 * ms
+
+
+def test_a_started_thread_begins_aside_only_after_repeated_deschedules():
+    """A thread a run starts begins by standing aside when its process's threads were descheduled
+    more than once close together (the backoff grew past 2 ms) and the last backoff ended under
+    100 ms ago; one hiccup (a 2 ms backoff) or an old backoff does not make it."""
+    _, begins_aside = _policy()
+    ms = 1_000_000
+    assert begins_aside(4 * ms, 100 * ms, 150 * ms)  # a busy neighbour, 50 ms ago
+    assert begins_aside(128 * ms, 200 * ms, 150 * ms)  # still standing aside (ends in the future)
+    assert not begins_aside(2 * ms, 100 * ms, 101 * ms)  # one deschedule: a hiccup
+    assert not begins_aside(4 * ms, 100 * ms, 201 * ms)  # over 100 ms ago
+    assert not begins_aside(0, 0, 0)  # never
