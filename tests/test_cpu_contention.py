@@ -120,3 +120,50 @@ def test_a_started_thread_begins_aside_only_after_repeated_deschedules():
     assert not begins_aside(2 * ms, 100 * ms, 101 * ms)  # one deschedule: a hiccup
     assert not begins_aside(4 * ms, 100 * ms, 201 * ms)  # over 100 ms ago
     assert not begins_aside(0, 0, 0)  # never
+
+
+@pytest.mark.skipif(numpy_engine.compiled_loop() is None, reason="the compiled loop is not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_worker_that_begins_aside_changes_no_bit_and_wakes_when_the_run_ends(monkeypatch, dtype):
+    """With a grown backoff remembered, the unit split's started worker begins aside for it (here
+    30 s): the caller does every slice, the result is the idle one bit for bit, and the worker is
+    woken when the run ends, not 30 s later; a run of no steps does not wait for it either (it
+    once did: no step ends, so nothing woke it)."""
+    import ctypes
+
+    from mlstm.engines import _cpu_lstm, cpu_loop
+    from mlstm.engines.cpu_plans import Plan
+
+    lib = ctypes.CDLL(_cpu_lstm.__file__)
+    lib.mlstm_set_backoff.argtypes = [ctypes.c_long, ctypes.c_long]
+    C, H, B, T = 8, 64, 1, 300
+    rng = np.random.default_rng(2)
+    eng = numpy_engine.prepare(
+        rng.standard_normal((4 * H, C)) / np.sqrt(C),
+        rng.standard_normal((4 * H, H)) / np.sqrt(H),
+        rng.standard_normal(4 * H) * 0.1,
+        "sigmoid",
+        "tanh",
+        dtype,
+    )
+    x = rng.standard_normal((T, B, C)).astype(dtype)
+    h0 = (0.1 * rng.standard_normal((B, H))).astype(dtype)
+    monkeypatch.setenv("MLSTM_NUM_THREADS", "2")
+    monkeypatch.setenv("MLSTM_CPU_PLAN", "units")
+    lib.mlstm_set_backoff(0, 0)
+    idle = eng.run(x, h0, h0)
+    try:
+        lib.mlstm_set_backoff(30 * 10**9, 0)  # a 30 s backoff that ended just now
+        started = time.perf_counter()
+        aside = eng.run(x, h0, h0)
+        assert time.perf_counter() - started < 10
+        assert eng.last_plan.startswith("units split")
+        for got, want in zip(aside, idle):
+            np.testing.assert_array_equal(got, want)
+        y = cpu_loop.aligned_empty((0, B, H), dtype)
+        z = cpu_loop.aligned_empty((1, B, 4 * H), dtype)
+        started = time.perf_counter()
+        assert eng._execute(Plan("units", 2), x[:0], h0, h0.copy(), y, z) == 0
+        assert time.perf_counter() - started < 10
+    finally:
+        lib.mlstm_set_backoff(0, 0)

@@ -1034,8 +1034,8 @@ DEFINE_PARALLEL(f64, double, dgemm_fn, 1)
  * finds one of its slices took far longer than its fastest (it was descheduled) stands aside for
  * a while, BACKOFF_MIN_NS at first, doubling while it keeps happening, up to BACKOFF_MAX_NS,
  * while the others carry on; at least one thread always works. And once it has happened more
- * than once, close together (a busy neighbour), a thread the next runs start begins by standing
- * aside, until REMEMBER_NS after the last backoff ended: otherwise each run paid a stall before
+ * than once, close together (a busy neighbour), a thread a later run starts begins by standing
+ * aside for the backoff, if the backoff ended under REMEMBER_NS before: otherwise each run paid a stall before
  * its worker stood aside (on the Intel Xeon of benchmarks/RESULTS.md beside a busy core: one 4 ms
  * tick in a 29 ms run, 1.08-1.20x one thread, median 1.15; with this, 1.02-1.12, median 1.05,
  * nine tries each). Workers run single-threaded BLAS (set_threads), on spawned threads. */
@@ -1134,13 +1134,17 @@ static void slice_done(mlstm_steps *s, long t) {
     }
 }
 
-/* This thread was descheduled in the middle of a slice: stand aside for a while (see above),
- * unless it is the only one working. */
-static void stand_aside_for(mlstm_steps *s, long wait) {
+/* Stop working for a while: 0, and nothing done, when this is the only thread working. */
+static int leave_work(mlstm_steps *s) {
     int active = __atomic_load_n(&s->active, __ATOMIC_RELAXED);
     do {
-        if (active <= 1) return;
+        if (active <= 1) return 0;
     } while (!__atomic_compare_exchange_n(&s->active, &active, active - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    return 1;
+}
+
+/* After leave_work: sleep `wait` ns, or until the run ends, then work again. */
+static void sleep_aside(mlstm_steps *s, long wait) {
     const long until = monotonic_ns() + wait;
     for (long left = wait; left > 0 && !__atomic_load_n(&s->ended, __ATOMIC_ACQUIRE); left = until - monotonic_ns()) {
 #if defined(__linux__) && defined(SYS_futex)
@@ -1170,20 +1174,31 @@ int mlstm_begins_aside(long wait, long last, long now) {
     return wait > BACKOFF_MIN_NS && now - last < REMEMBER_NS;
 }
 
+/* For the tests: the remembered backoff, as if one of `wait` ns had ended `ago` ns before now. */
+void mlstm_set_backoff(long wait, long ago) {
+    __atomic_store_n(&backoff_ns, wait, __ATOMIC_RELAXED);
+    __atomic_store_n(&last_backoff_at, monotonic_ns() - ago, __ATOMIC_RELAXED);
+}
+
+/* This thread was descheduled in the middle of a slice: stand aside for a while (see above),
+ * unless it is the only one working (then the backoff is not counted either). */
 static void stand_aside(mlstm_steps *s) {
-    if (__atomic_load_n(&s->active, __ATOMIC_RELAXED) <= 1) return;
+    if (!leave_work(s)) return;
     const long now = monotonic_ns();
     const long wait = mlstm_next_backoff(__atomic_load_n(&backoff_ns, __ATOMIC_RELAXED),
                                          __atomic_load_n(&last_backoff_at, __ATOMIC_RELAXED), now);
     __atomic_store_n(&backoff_ns, wait, __ATOMIC_RELAXED);
     __atomic_store_n(&last_backoff_at, now + wait, __ATOMIC_RELAXED);
-    stand_aside_for(s, wait);
+    sleep_aside(s, wait);
 }
 
+/* A thread a run started, before its first slice: aside for the remembered backoff if a busy
+ * neighbour was seen lately (mlstm_begins_aside); the memory is left as it is. */
 static void begin_aside_if_contended(mlstm_steps *s) {
     const long wait = __atomic_load_n(&backoff_ns, __ATOMIC_RELAXED);
-    if (mlstm_begins_aside(wait, __atomic_load_n(&last_backoff_at, __ATOMIC_RELAXED), monotonic_ns()))
-        stand_aside_for(s, wait);
+    if (s->T > 0 && mlstm_begins_aside(wait, __atomic_load_n(&last_backoff_at, __ATOMIC_RELAXED), monotonic_ns()) &&
+        leave_work(s))
+        sleep_aside(s, wait);
 }
 
 /* Wait until step t is over: spin briefly, then sleep. */
