@@ -170,6 +170,43 @@ def test_the_serial_plan_keeps_the_blas_to_the_threads_allowed(monkeypatch):
         real_set(before)
 
 
+def test_the_numpy_loop_keeps_the_blas_to_the_threads_allowed(monkeypatch):
+    """The NumPy loop (MLSTM_PURE_NUMPY=1, or no compiled loop) calls scipy's gemm for larger
+    problems: it runs at no more threads than a plan may use (MLSTM_NUM_THREADS, a quota), and
+    the BLAS's count is put back after. (OpenBLAS counts the CPUs it sees, not a cgroup quota.)"""
+    from mlstm.engines import cpu_loop
+
+    blas = cpu_loop._blas_threads()  # the same library's controls, found on their own
+    if blas is None:
+        pytest.skip("scipy's OpenBLAS thread controls are not here")
+    args = random_problem(np.random.default_rng(6), C=16, H=64, B=32, T=20, scale=0.3, dtype=np.float32)
+    p = resolve(*args, "CBT")
+    eng = numpy_engine.prepare(p.weights, p.recurrent_weights, p.bias, "sigmoid", "tanh", p.dtype, compiled=False)
+    assert eng.loop is None and eng._scipy_gemm(32) is not None  # the NumPy loop, with scipy's gemm
+    real_steps = eng._numpy_steps
+    during = []
+
+    def recording_steps(*a):
+        during.append(blas.get())
+        return real_steps(*a)
+
+    monkeypatch.setattr(eng, "_numpy_steps", recording_steps)
+    before = blas.get()
+    blas.set(3)  # as OpenBLAS would be on a machine with more CPUs than this process may use
+    try:
+        monkeypatch.setenv("MLSTM_NUM_THREADS", "1")
+        y, h, c = eng.run(p.x, p.hidden_state, p.cell_state)
+        assert during == [1] and blas.get() == 3
+        for got, want in zip(p.restore(y, h, c), reference_lstm(*args, "CBT")):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        during.clear()
+        monkeypatch.setenv("MLSTM_NUM_THREADS", "4")  # more allowed than the BLAS has: left alone
+        eng.run(p.x, p.hidden_state, p.cell_state)
+        assert during == [3] and blas.get() == 3
+    finally:
+        blas.set(before)
+
+
 def _writable_cpu_cgroup() -> tuple[str, str] | None:
     """(a new cgroup directory, its quota file) under a writable cpu controller, or None."""
     name = f"mlstm-test-{uuid.uuid4().hex[:8]}"

@@ -28,9 +28,12 @@ blocks, with its two loops (compiled and NumPy) and the per-shape choices betwee
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -89,6 +92,12 @@ class _Activation:
 
 GATE_FUNCTIONS = {"sigmoid": _Activation.sigmoid_of_negated, "hard-sigmoid": _Activation.hard_sigmoid}
 STATE_FUNCTIONS = {"tanh": _Activation.tanh, "softsign": _Activation.softsign, "relu": _Activation.relu}
+
+
+@lru_cache(maxsize=1)
+def _scipy_blas_threads() -> cpu_loop.BlasThreads | None:
+    """The thread controls of scipy's OpenBLAS (None: another BLAS), found once."""
+    return _blas_threads()
 
 
 def compiled_loop() -> dict[np.dtype, CompiledLoop] | None:
@@ -251,13 +260,31 @@ class NumpyLSTM:
         if self.loop is not None:
             return self._run_compiled(x, h, cell, cell_state, y, z_buffer)
         input_gemm = self._input_projection(batch)
-        for start in range(0, steps, block):
-            stop = min(start + block, steps)
-            z = z_buffer[: stop - start]
-            with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # NaN/Inf in X are data
-                input_gemm(x[start:stop].reshape(-1, self.input_size), z.reshape(-1, 4 * hidden))
-            h = self._numpy_steps(z, h, cell, y[start:stop])
+        with self._blas_capped(batch):
+            for start in range(0, steps, block):
+                stop = min(start + block, steps)
+                z = z_buffer[: stop - start]
+                with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # NaN/Inf in X are data
+                    input_gemm(x[start:stop].reshape(-1, self.input_size), z.reshape(-1, 4 * hidden))
+                h = self._numpy_steps(z, h, cell, y[start:stop])
         return y, h.copy(), cell
+
+    @contextlib.contextmanager
+    def _blas_capped(self, batch: int) -> Iterator[None]:
+        """The NumPy loop's BLAS (scipy's OpenBLAS, where it calls scipy's gemm) at no more threads
+        than a plan may use (:func:`.cpu_plans.cores`: MLSTM_NUM_THREADS, the CPU affinity, a
+        cgroup's CPU quota), put back after: OpenBLAS counts the CPUs it can see, not the quota, so
+        under ``docker --cpus 2`` on a large host it would start a thread per host CPU."""
+        blas = _scipy_blas_threads() if self._scipy_gemm(batch) is not None else None
+        count = blas.get() if blas is not None else 0
+        limit = plans.cores()
+        if count > limit:
+            blas.set(limit)
+        try:
+            yield
+        finally:
+            if count > limit:
+                blas.set(count)
 
     def _run_compiled(self, x, h, cell, cell_state, y, z_buffer):
         """The C loops under the run's plan; serially from the start if its threads cannot start."""
