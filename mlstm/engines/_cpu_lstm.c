@@ -1033,20 +1033,13 @@ DEFINE_PARALLEL(f64, double, dgemm_fn, 1)
  * holds up the step until it runs again (a time slice of the other process). So a thread that
  * finds one of its slices took far longer than its fastest (it was descheduled) stands aside for
  * a while, BACKOFF_MIN_NS at first, doubling while it keeps happening, up to BACKOFF_MAX_NS,
- * while the others carry on; at least one thread always works. And once it has happened more
- * than once, close together (a busy neighbour), a thread a later run starts begins by standing
- * aside for the backoff, if the backoff ended under REMEMBER_NS before: otherwise each run paid a stall before
- * its worker stood aside (on the Intel Xeon of benchmarks/RESULTS.md beside a busy core: one 4 ms
- * tick in a 29 ms run, 1.08-1.20x one thread, median 1.15; with this, 1.02-1.12, median 1.05,
- * nine tries each). Workers run single-threaded BLAS (set_threads), on spawned threads. */
+ * while the others carry on; at least one thread always works. Workers run single-threaded
+ * BLAS (set_threads), on spawned threads. */
 #ifndef SPIN_BEFORE_SLEEP_NS
 #define SPIN_BEFORE_SLEEP_NS 50000L
 #endif
 #define BACKOFF_MIN_NS 2000000L   /* 2 ms */
 #define BACKOFF_MAX_NS 128000000L /* 128 ms */
-#ifndef REMEMBER_NS
-#define REMEMBER_NS 100000000L /* 100 ms */
-#endif
 /* A slice of this thread's own over twice its fastest and this much more: the thread was
  * descheduled (a time slice of another process on its core is milliseconds). Two bounds it replaced
  * stood threads aside far too often on an AMD EPYC Zen 3 (AVX2, 2 vCPUs; benchmarks/RESULTS.md):
@@ -1066,8 +1059,7 @@ int mlstm_slice_was_descheduled(long took, long fastest) {
     return fastest != LONG_MAX && took > 2 * fastest + DESCHEDULED_NS;
 }
 
-/* Standing aside is remembered across runs (a busy neighbour usually stays a while): the last
- * backoff and when it ended. */
+/* Standing aside is remembered across runs (a busy neighbour usually stays a while). */
 static long backoff_ns = 0, last_backoff_at = 0;
 
 typedef struct {
@@ -1134,18 +1126,21 @@ static void slice_done(mlstm_steps *s, long t) {
     }
 }
 
-/* Stop working for a while: 0, and nothing done, when this is the only thread working. */
-static int leave_work(mlstm_steps *s) {
+/* This thread was descheduled in the middle of a slice: stand aside for a while (see above),
+ * unless it is the only one working. */
+static void stand_aside(mlstm_steps *s) {
     int active = __atomic_load_n(&s->active, __ATOMIC_RELAXED);
     do {
-        if (active <= 1) return 0;
+        if (active <= 1) return;
     } while (!__atomic_compare_exchange_n(&s->active, &active, active - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
-    return 1;
-}
-
-/* After leave_work: sleep `wait` ns, or until the run ends, then work again. */
-static void sleep_aside(mlstm_steps *s, long wait) {
-    const long until = monotonic_ns() + wait;
+    const long now = monotonic_ns();
+    long wait = __atomic_load_n(&backoff_ns, __ATOMIC_RELAXED);
+    const long last = __atomic_load_n(&last_backoff_at, __ATOMIC_RELAXED);
+    wait = wait > 0 && now - last < 8 * wait ? 2 * wait : BACKOFF_MIN_NS; /* again soon after: longer */
+    if (wait > BACKOFF_MAX_NS) wait = BACKOFF_MAX_NS;
+    __atomic_store_n(&backoff_ns, wait, __ATOMIC_RELAXED);
+    __atomic_store_n(&last_backoff_at, now + wait, __ATOMIC_RELAXED);
+    const long until = now + wait;
     for (long left = wait; left > 0 && !__atomic_load_n(&s->ended, __ATOMIC_ACQUIRE); left = until - monotonic_ns()) {
 #if defined(__linux__) && defined(SYS_futex)
         struct timespec ts = {left / 1000000000L, left % 1000000000L};
@@ -1156,49 +1151,6 @@ static void sleep_aside(mlstm_steps *s, long wait) {
 #endif
     }
     __atomic_add_fetch(&s->active, 1, __ATOMIC_ACQ_REL);
-}
-
-/* The next backoff after one of `wait` ns (0: none yet) that ended at `last`, for a deschedule
- * found at `now`: twice as long when it comes soon after (within 8 backoffs or REMEMBER_NS), else
- * BACKOFF_MIN_NS. */
-long mlstm_next_backoff(long wait, long last, long now) {
-    const long window = 8 * wait > REMEMBER_NS ? 8 * wait : REMEMBER_NS;
-    wait = wait > 0 && now - last < window ? 2 * wait : BACKOFF_MIN_NS;
-    return wait > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : wait;
-}
-
-/* Whether a thread started at `now` begins by standing aside for `wait`: the backoff grew (more
- * than one deschedule, close together: a busy neighbour, not a hiccup) and ended under
- * REMEMBER_NS ago. */
-int mlstm_begins_aside(long wait, long last, long now) {
-    return wait > BACKOFF_MIN_NS && now - last < REMEMBER_NS;
-}
-
-/* For the tests: the remembered backoff, as if one of `wait` ns had ended `ago` ns before now. */
-void mlstm_set_backoff(long wait, long ago) {
-    __atomic_store_n(&backoff_ns, wait, __ATOMIC_RELAXED);
-    __atomic_store_n(&last_backoff_at, monotonic_ns() - ago, __ATOMIC_RELAXED);
-}
-
-/* This thread was descheduled in the middle of a slice: stand aside for a while (see above),
- * unless it is the only one working (then the backoff is not counted either). */
-static void stand_aside(mlstm_steps *s) {
-    if (!leave_work(s)) return;
-    const long now = monotonic_ns();
-    const long wait = mlstm_next_backoff(__atomic_load_n(&backoff_ns, __ATOMIC_RELAXED),
-                                         __atomic_load_n(&last_backoff_at, __ATOMIC_RELAXED), now);
-    __atomic_store_n(&backoff_ns, wait, __ATOMIC_RELAXED);
-    __atomic_store_n(&last_backoff_at, now + wait, __ATOMIC_RELAXED);
-    sleep_aside(s, wait);
-}
-
-/* A thread a run started, before its first slice: aside for the remembered backoff if a busy
- * neighbour was seen lately (mlstm_begins_aside); the memory is left as it is. */
-static void begin_aside_if_contended(mlstm_steps *s) {
-    const long wait = __atomic_load_n(&backoff_ns, __ATOMIC_RELAXED);
-    if (s->T > 0 && mlstm_begins_aside(wait, __atomic_load_n(&last_backoff_at, __ATOMIC_RELAXED), monotonic_ns()) &&
-        leave_work(s))
-        sleep_aside(s, wait);
 }
 
 /* Wait until step t is over: spin briefly, then sleep. */
@@ -1278,7 +1230,6 @@ static void wait_for_step(mlstm_steps *s, long t) {
         mlstm_steps *s = u->steps;                                                                          \
         if (job->own > 0) release_place(u->places); /* a started thread (the caller works slice 0) */     \
         if (u->set_threads) u->set_threads(1); /* the BLAS at one thread: these threads are the parallelism */ \
-        if (job->own > 0) begin_aside_if_contended(s);                                                      \
         long fastest = LONG_MAX;                                                                            \
         int judge = 1; /* whether this thread's next own slice may say it was descheduled */               \
         for (;;) {                                                                                          \
