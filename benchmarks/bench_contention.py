@@ -1,6 +1,6 @@
 """The unit split beside a busy process: does it keep up with one thread?
 
-    python benchmarks/bench_contention.py [--rounds 9] [--tries 3] [--check 1.10]
+    python benchmarks/bench_contention.py [--rounds 9] [--tries 3] [--check 1.10] [--steps 3000]
 
 Threads that wait for each other every step must not lose to one thread when another process
 takes one of their cores (#17 item 2). This runs the unit split (MLSTM_CPU_PLAN=units, two
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from mlstm.engines import cpu_plans, numpy_engine  # noqa: E402
 
-SHAPE = (64, 256, 1, 3000)  # C, H, B, T: each run takes tens of milliseconds
+SHAPE = (64, 256, 1, 3000)  # C, H, B, T: each run takes tens of milliseconds (T: --steps)
 
 
 def medians_beside_a_busy_core(eng, x, h0, cores, rounds):
@@ -67,6 +67,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--tries", type=int, default=3)
     parser.add_argument("--check", type=float, default=None, metavar="R")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=SHAPE[3],
+        metavar="T",
+        help="time steps a run (default 3000, ~30 ms: each run's worker may pay one stall of a scheduler tick, "
+        "a smaller share of a longer run)",
+    )
     args = parser.parse_args(argv)
     if numpy_engine.compiled_loop() is None:
         print("the compiled loop is not built: nothing to measure")
@@ -74,7 +82,8 @@ def main(argv=None) -> int:
     if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
         print("needs two cores and CPU affinity: nothing to measure")
         return 0
-    C, H, B, T = SHAPE
+    C, H, B, _ = SHAPE
+    T = args.steps
     rng = np.random.default_rng(0)
     w = rng.standard_normal((4 * H, C)) / np.sqrt(C)
     r = rng.standard_normal((4 * H, H)) / np.sqrt(H)
@@ -83,7 +92,7 @@ def main(argv=None) -> int:
     h0 = np.zeros((B, H), np.float32)
     os.environ["MLSTM_NUM_THREADS"] = "2"
     cores = sorted(os.sched_getaffinity(0))[:2]
-    print(f"# {cpu_plans.cpu_model()}, cores {cores}, load {os.getloadavg()[0]:.2f}; (C,H,B,T)={SHAPE} float32")
+    print(f"# {cpu_plans.cpu_model()}, cores {cores}, load {os.getloadavg()[0]:.2f}; (C,H,B,T)={(C, H, B, T)} float32")
     best = float("inf")
     for attempt in range(1, args.tries + 1):
         median = medians_beside_a_busy_core(eng, x, h0, cores, args.rounds)
