@@ -276,22 +276,26 @@ def test_measure_keeps_the_fastest_and_the_simplest_on_a_tie():
     assert cpu_plans.measure(plans, trial(nothing), steps=10).kind == "serial"
 
 
+def queued_trials(results):
+    """A fake ``trial`` for :func:`cpu_plans.measure` and the list of plans it was called for:
+    each plan's trials return its queue's values in turn, the last one from then on."""
+    calls = []
+
+    def run_one(plan, budget):
+        key = (plan.kind, plan.threads)
+        calls.append(key)
+        queue = results[key]
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    return run_one, calls
+
+
 def test_a_starved_trial_is_retried_after_the_others_and_kept_only_if_starved_again():
     """A threaded plan whose trial ran while its cores were away (Starved) gets STARVED_RETRIES
-    more trials after every other one; what they measure decides, starved or not."""
+    more trials after every other one; what they measure decides, starved or not. (The unit
+    split at 1.3 here is over PLAYOFF_WITHIN of the others: no playoff trials for it.)"""
     plans = cpu_plans.candidates(batch=8, hidden=64, cores=2, max_unit_threads=64, blas_threads=2)
     assert [(p.kind, p.threads) for p in plans] == [("single", 1), ("serial", 1), ("batch", 2), ("units", 2)]
-
-    def trial(results):
-        calls = []
-
-        def run_one(plan, budget):
-            key = (plan.kind, plan.threads)
-            calls.append(key)
-            queue = results[key]
-            return queue.pop(0) if len(queue) > 1 else queue[0]
-
-        return run_one, calls
 
     # the unit split starved in every round, then fast once its cores are back: it wins
     results = {
@@ -300,20 +304,20 @@ def test_a_starved_trial_is_retried_after_the_others_and_kept_only_if_starved_ag
         ("batch", 2): [1.5],
         ("units", 2): [cpu_plans.Starved(1.3)] * 3 + [0.5],
     }
-    run_one, calls = trial(results)
+    run_one, calls = queued_trials(results)
     chosen = cpu_plans.measure(plans, run_one, steps=10)
     assert (chosen.kind, chosen.threads) == ("units", 2), chosen.timings
     assert calls[-1] == ("units", 2) and calls.count(("units", 2)) == 4  # 3 rounds, then one retry
     assert "(starved)" not in chosen.timings
     # starved in every trial, retries included: the cores really are busy, the serial plan wins
     results = {("single", 1): [1.0], ("serial", 1): [0.9], ("batch", 2): [1.5], ("units", 2): [cpu_plans.Starved(1.3)]}
-    run_one, calls = trial(results)
+    run_one, calls = queued_trials(results)
     chosen = cpu_plans.measure(plans, run_one, steps=10)
     assert chosen.kind == "serial" and "unitsx2 1.3e+05 (starved)" in chosen.timings, chosen.timings
     assert calls.count(("units", 2)) == 3 + cpu_plans.STARVED_RETRIES
     # a plan that was not starved is not tried again
     results = {("single", 1): [1.0], ("serial", 1): [0.9], ("batch", 2): [1.5], ("units", 2): [1.3]}
-    run_one, calls = trial(results)
+    run_one, calls = queued_trials(results)
     cpu_plans.measure(plans, run_one, steps=10)
     assert calls.count(("units", 2)) == 3
 
@@ -436,14 +440,7 @@ def test_close_contenders_get_more_trials_before_one_is_chosen():
         ("batch", 2): [1.0],
         ("units", 2): [1.2, 1.25, 1.15, 0.9],  # unlucky in every round, then its real speed
     }
-    calls = []
-
-    def run_one(plan, budget):
-        key = (plan.kind, plan.threads)
-        calls.append(key)
-        queue = results[key]
-        return queue.pop(0) if len(queue) > 1 else queue[0]
-
+    run_one, calls = queued_trials(results)
     chosen = cpu_plans.measure(plans, run_one, steps=10)
     assert (chosen.kind, chosen.threads) == ("units", 2), chosen.timings
     assert calls.count(("units", 2)) == cpu_plans.TRIAL_ROUNDS + cpu_plans.PLAYOFF_TRIALS
@@ -451,26 +448,26 @@ def test_close_contenders_get_more_trials_before_one_is_chosen():
     assert calls.count(("single", 1)) == cpu_plans.ALL_ROUNDS  # far behind: no more trials
     # the BLAS-threaded plan in the playoff: its trials after the other's (its threads linger)
     results = {("single", 1): [1.6], ("serial", 1): [1.05], ("batch", 2): [1.0], ("units", 2): [1.5]}
-    calls.clear()
+    run_one, calls = queued_trials(results)
     cpu_plans.measure(plans, run_one, steps=10)
     tail = calls[-2 * cpu_plans.PLAYOFF_TRIALS :]
     assert tail == [("batch", 2)] * cpu_plans.PLAYOFF_TRIALS + [("serial", 1)] * cpu_plans.PLAYOFF_TRIALS
     # three close plans: each gets the playoff's trials, so none is judged on fewer
     results = {("single", 1): [1.03], ("serial", 1): [2.0], ("batch", 2): [1.0, 1.0, 1.0, 0.99], ("units", 2): [1.01]}
-    calls.clear()
+    run_one, calls = queued_trials(results)
     cpu_plans.measure(plans, run_one, steps=10)
     rounds = cpu_plans.TRIAL_ROUNDS + cpu_plans.PLAYOFF_TRIALS
     assert [calls.count(k) for k in [("single", 1), ("batch", 2), ("units", 2)]] == [rounds] * 3
     assert calls.count(("serial", 1)) == cpu_plans.ALL_ROUNDS  # far behind
     # our own threads' playoff comes before the BLAS-threaded plan's rounds (its threads linger)
     results = {("single", 1): [1.6], ("serial", 1): [1.1], ("batch", 2): [1.0], ("units", 2): [1.2]}
-    calls.clear()
+    run_one, calls = queued_trials(results)
     cpu_plans.measure(plans, run_one, steps=10)
     first_serial = calls.index(("serial", 1))
     assert calls[:first_serial].count(("units", 2)) == rounds and calls[:first_serial].count(("batch", 2)) == rounds
     assert calls[first_serial:] == [("serial", 1)] * rounds  # its rounds, then its own playoff trials
     # far apart: no playoff
     results = {("single", 1): [1.6], ("serial", 1): [1.4], ("batch", 2): [1.0], ("units", 2): [2.0]}
-    calls.clear()
+    run_one, calls = queued_trials(results)
     cpu_plans.measure(plans, run_one, steps=10)
     assert calls.count(("batch", 2)) == cpu_plans.TRIAL_ROUNDS
