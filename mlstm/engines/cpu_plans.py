@@ -406,7 +406,9 @@ def measure(plans: list[Plan], trial: Callable[[Plan, float | None], float | Non
             attempt(i)
 
     rounds(schedule[: len(own) * TRIAL_ROUNDS])
-    played = close(own) if len(close(own)) >= 2 else []
+    played = close(own)
+    if len(played) < 2:
+        played = []
     playoff(played)  # our own threads' close plans: now, before the BLAS's threads linger
     rounds(schedule[len(own) * TRIAL_ROUNDS :])
     for _ in range(STARVED_RETRIES):
